@@ -1,0 +1,29 @@
+# Set-up and entry points. Both targets work on a fresh machine with Python >= 3.10
+# and access to the package registry: they create .venv and install into it.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: demo test bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) -m ppool_jax.demo --workdir runs/demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+bench: $(VENV)/.installed
+	XLA_FLAGS= $(PY) experiments/bench/pool_op.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,391 @@
+"""p_pool against independent references: NumPy Eq. 1/3/4, mpmath, flax limits."""
+
+import itertools
+
+import chex
+import flax.linen as nn
+import hypothesis.extra.numpy as hnp
+import jax
+import jax.numpy as jnp
+import mpmath
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.test_util import check_grads
+
+from ppool_jax import p_pool
+
+
+# ---------------------------------------------------------------------------
+# Independent float64 reference: explicit windows, Eq. 1, 2, 3, 4 as printed.
+# ---------------------------------------------------------------------------
+def _windows(x, window, strides, pads):
+  """Yields (out_index, [(in_index, value), ...]) over real (unpadded) members."""
+  spatial = x.shape[1:-1]
+  out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)]
+  for b in range(x.shape[0]):
+    for pos in itertools.product(*(range(o) for o in out)):
+      for c in range(x.shape[-1]):
+        members = []
+        for off in itertools.product(*(range(k) for k in window)):
+          idx = tuple(p * s + o - lo for p, s, o, (lo, _) in zip(pos, strides, off, pads))
+          if all(0 <= i < n for i, n in zip(idx, spatial)):
+            members.append(((b,) + idx + (c,), x[(b,) + idx + (c,)]))
+        yield (b,) + pos + (c,), members
+  return out
+
+
+def reference(x, alpha, window, strides, pads, ct, shift=False):
+  """Forward (Eq. 1 or 2) and the vjp (Eq. 3, 4) with a per-output alpha map."""
+  x = np.asarray(x, np.float64)
+  spatial = x.shape[1:-1]
+  out_shape = (x.shape[0],) + tuple(
+      (n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)
+  ) + (x.shape[-1],)
+  alpha = np.broadcast_to(np.asarray(alpha, np.float64), out_shape)
+  y = np.zeros(out_shape)
+  gx = np.zeros_like(x)
+  ga = np.zeros(out_shape)
+  for j, members in _windows(x, window, strides, pads):
+    a = alpha[j]
+    idx = [m[0] for m in members]
+    v = np.array([m[1] for m in members])
+    low = v.min() if shift else 0.0
+    z = v - low
+    s0 = np.sum(z ** a)
+    s1 = np.sum(z ** (a + 1))
+    y[j] = s1 / s0 + low
+    # Eq. 3; a * z**(a-1) is 0 at a = 0 even where z = 0.
+    dz = ((a + 1) * z ** a * s0 - (a * z ** (a - 1) if a else 0.0) * s1) / s0 ** 2
+    if shift:
+      amin = np.argmin(v)
+      dz[amin] += 1.0 - dz.sum()
+    for i, d in zip(idx, dz):
+      gx[i] += ct[j] * d
+    # Eq. 4 with log z -> log(z / max z), an identity since sum(z^(a+1) s0 - z^a s1) = 0;
+    # members at z = 0 contribute 0 (the documented convention; it only matters at a = 0).
+    p = z > 0
+    lz = np.log(z[p] / z.max())
+    ga[j] = ct[j] * np.sum((lz * z[p] ** (a + 1) * s0 - lz * z[p] ** a * s1) / s0 ** 2)
+  return y, gx, ga
+
+
+def _pads(x_shape, window, strides, padding):
+  if isinstance(padding, str):
+    return jax.lax.padtype_to_pads(x_shape[1:-1], window, strides, padding)
+  return padding
+
+
+def _vjp(x, alpha, ct, *args, **kw):
+  y, pull = jax.vjp(lambda x, a: p_pool(x, a, *args, **kw), x, alpha)
+  gx, ga = pull(ct)
+  return y, gx, ga
+
+
+CASES = [
+    # window, strides, padding, spatial
+    ((2, 2), (2, 2), "VALID", (6, 6)),
+    ((3, 3), (2, 2), "SAME", (7, 6)),
+    ((3, 3), (1, 1), ((1, 1), (0, 2)), (5, 5)),
+    ((3,), (2,), "SAME", (9,)),
+    ((2, 2, 2), (1, 2, 2), "SAME", (3, 4, 5)),
+]
+
+
+class ReferenceTest(parameterized.TestCase):
+
+  @parameterized.product(case=CASES, alpha=[0.0, 0.5, 1.0, 2.5, 9.0])
+  def test_matches_numpy_eq_1_3_4(self, case, alpha):
+    window, strides, padding, spatial = case
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 2.0, (2,) + spatial + (3,)).astype(np.float32)
+    pads = _pads(x.shape, window, strides, padding)
+    y0 = p_pool(x, alpha, window, strides, padding)
+    ct = rng.normal(size=y0.shape)
+    # A dense alpha map, varying per position, exercises per-output gradients.
+    amap = (alpha * rng.uniform(0.5, 1.5, y0.shape)).astype(np.float32)
+    y, gx, ga = _vjp(jnp.asarray(x), jnp.asarray(amap), jnp.asarray(ct, jnp.float32),
+                     window, strides, padding)
+    ry, rgx, rga = reference(x, amap, window, strides, pads, ct)
+    np.testing.assert_allclose(y, ry, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ga, rga, rtol=1e-4, atol=1e-5)
+
+  @parameterized.parameters(0.0, 0.7, 3.0)
+  def test_shift_matches_numpy_eq_2(self, alpha):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 7, 7, 3)).astype(np.float32)
+    window, strides, padding = (3, 3), (2, 2), "SAME"
+    pads = _pads(x.shape, window, strides, padding)
+    out = p_pool(x, alpha, window, strides, padding, shift=True)
+    ct = rng.normal(size=out.shape)
+    # Keep the window minimum out of the reference's z**(a-1) at z = 0 (inf * 0):
+    # compare only away from that convention by using alpha >= 1 or alpha = 0.
+    a = jnp.full((3,), alpha, jnp.float32)
+    y, gx, ga = _vjp(jnp.asarray(x), a, jnp.asarray(ct, jnp.float32), window, strides, padding,
+                     shift=True)
+    with np.errstate(all="ignore"):
+      ry, rgx, rga = reference(x, alpha, window, strides, pads, ct, shift=True)
+    np.testing.assert_allclose(y, ry, rtol=2e-5, atol=2e-6)
+    if alpha == 0.0 or alpha >= 1.0:
+      np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ga, rga.sum(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+
+  def test_alpha_gradient_comes_back_in_alphas_shape(self):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.uniform(0.1, 1.0, (2, 3, 6, 6, 4)), jnp.float32)
+    ct = jnp.asarray(rng.normal(size=(2, 3, 3, 3, 4)), jnp.float32)
+    full = jnp.full((2, 3, 3, 3, 4), 2.0)
+    _, _, g_full = _vjp(x, full, ct, (2, 2), (2, 2))
+    for shape, axes in [((), (0, 1, 2, 3, 4)), ((4,), (0, 1, 2, 3)), ((3, 1, 1, 4), (0, 2, 3)),
+                        ((1, 3, 3, 1), (0, 1, 4))]:
+      _, _, g = _vjp(x, jnp.full(shape, 2.0), ct, (2, 2), (2, 2))
+      chex.assert_shape(g, shape)
+      np.testing.assert_allclose(g, g_full.sum(axis=axes).reshape(shape), rtol=1e-5, atol=1e-5)
+
+
+def _mp_reference(window_vals, alpha, ct):
+  """y, dy/dx, dy/dalpha of Eq. 1/3/4 in 60-digit arithmetic."""
+  mpmath.mp.dps = 60
+  v = [mpmath.mpf(float(t)) for t in window_vals]
+  a = mpmath.mpf(float(alpha))
+  s0 = sum(t ** a for t in v)
+  s1 = sum(t ** (a + 1) for t in v)
+  y = s1 / s0
+  dx = [((a + 1) * t ** a * s0 - a * t ** (a - 1) * s1) / s0 ** 2 for t in v]
+  da = sum(mpmath.log(t) * (t ** (a + 1) * s0 - t ** a * s1) / s0 ** 2 for t in v)
+  return float(y), np.array([float(d) * ct for d in dx]), float(da) * ct
+
+
+class LargeAlphaTest(parameterized.TestCase):
+  """The paper clips alpha at 35; Eq. 1 must hold (to dtype precision) far beyond."""
+
+  @parameterized.product(dtype=["float32", "bfloat16"], alpha=[35.0, 300.0, 1e4])
+  def test_against_60_digit_reference(self, dtype, alpha):
+    # Close values so that large alpha still mixes members instead of picking one.
+    vals = np.array([[1.0, 0.9995], [0.9999, 0.3]], np.float32)
+    if dtype == "bfloat16":
+      vals = np.array([[1.0, 0.99609375], [0.9921875, 0.3]], np.float32)  # bf16-exact
+    x = jnp.asarray(vals[None, :, :, None], dtype)
+    a = jnp.asarray(alpha, dtype)
+    y, gx, ga = _vjp(x, a, jnp.ones((1, 1, 1, 1), dtype), (2, 2), (2, 2))
+    ry, rgx, rga = _mp_reference(vals.ravel(), float(a), 1.0)
+    for t in (y, gx, ga):
+      self.assertTrue(np.all(np.isfinite(np.asarray(t, np.float32))))
+    tol = 1e-4 if dtype == "float32" else 2e-2
+    np.testing.assert_allclose(np.float32(y).ravel(), ry, rtol=tol)
+    np.testing.assert_allclose(np.float32(gx).ravel(), rgx, rtol=tol * 10, atol=tol)
+    np.testing.assert_allclose(np.float32(ga), rga, rtol=tol * 10, atol=tol * 1e-2)
+
+  @parameterized.parameters("float32", "bfloat16")
+  def test_huge_alpha_on_wide_range_is_finite(self, dtype):
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.uniform(0, 50, (2, 8, 8, 4)) * (rng.uniform(size=(2, 8, 8, 4)) > 0.3),
+                    dtype)
+    for alpha in [35.0, 1e3, 1e4, 1e6, 3e38]:
+      y, gx, ga = _vjp(x, jnp.asarray(alpha, jnp.float32), jnp.ones((2, 4, 4, 4), dtype),
+                       (2, 2), (2, 2))
+      for t in (y, gx, ga):
+        self.assertTrue(np.all(np.isfinite(np.asarray(t, np.float32))), (alpha, t))
+
+
+class LimitsTest(parameterized.TestCase):
+  """alpha = 0 is average pooling, alpha -> inf is max pooling: values and grads."""
+
+  @parameterized.product(case=CASES, dtype=["float32", "bfloat16"])
+  def test_limits_against_flax(self, case, dtype):
+    window, strides, padding, spatial = case
+    rng = np.random.default_rng(4)
+    # Distinct values (no ties) so max pooling's gradient is unique.
+    # Geometric spacing of 1% stays distinct after rounding to bfloat16 (0.4%).
+    x = jnp.asarray(1.01 ** rng.permutation(np.prod((2,) + spatial + (3,))).reshape(
+        (2,) + spatial + (3,)), dtype)
+    ct = jnp.asarray(rng.normal(size=p_pool(x, 0.0, window, strides, padding).shape), dtype)
+
+    def loss(pool):
+      return lambda x: jnp.sum(pool(x).astype(jnp.float32) * ct.astype(jnp.float32))
+
+    avg = lambda x: nn.avg_pool(x, window, strides, padding, count_include_pad=False)
+    mx = lambda x: nn.max_pool(x, window, strides, padding)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-2, atol=1e-2)
+    for alpha, ref in [(0.0, avg), (1e6, mx)]:
+      pool = lambda x: p_pool(x, alpha, window, strides, padding)
+      np.testing.assert_allclose(np.float32(pool(x)), np.float32(ref(x)), **tol)
+      np.testing.assert_allclose(np.float32(jax.grad(loss(pool))(x)),
+                                 np.float32(jax.grad(loss(ref))(x)), **tol)
+
+  def test_alpha_gradient_vanishes_at_max_limit(self):
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 6, 6, 2), minval=0.1)
+    g = jax.grad(lambda a: p_pool(x, a, (2, 2), (2, 2)).sum())(1e6)
+    self.assertEqual(float(g), 0.0)
+
+
+class ZerosTest(parameterized.TestCase):
+  """Post-ReLU inputs: exact zeros and the documented conventions."""
+
+  def test_all_zero_window(self):
+    x = jnp.zeros((1, 4, 4, 2)).at[0, 2:, 2:, :].set(1.5)
+    for alpha in [0.0, 0.5, 1.0, 3.0, 1e4]:
+      y, gx, ga = _vjp(x, jnp.float32(alpha), jnp.ones((1, 2, 2, 2)), (2, 2), (2, 2))
+      self.assertEqual(float(y[0, 0, 0, 0]), 0.0)
+      np.testing.assert_array_equal(gx[0, :2, :2], 0.25)  # 1/N in the all-zero window
+      self.assertTrue(np.isfinite(float(ga)))
+
+  @parameterized.parameters(1.0, 1.7, 3.0)
+  def test_gradient_at_zero_member_matches_one_sided_difference(self, alpha):
+    x = np.array([0.0, 0.6, 1.1, 0.8], np.float32).reshape(1, 2, 2, 1)
+    g = jax.grad(lambda x: p_pool(x, alpha, (2, 2), (2, 2)).sum())(jnp.asarray(x))
+    with jax.enable_x64(True):
+      xd = jnp.asarray(x, jnp.float64)
+      eps = 1e-7
+      f = lambda x: float(p_pool(x, alpha, (2, 2), (2, 2)).sum())
+      fd = (f(xd.at[0, 0, 0, 0].add(eps)) - f(xd)) / eps
+    self.assertAlmostEqual(float(g[0, 0, 0, 0]), fd, delta=1e-4 + 1e-3 * abs(fd))
+
+  def test_fractional_alpha_at_zero_uses_convention(self):
+    x = jnp.array([0.0, 0.6, 1.1, 0.8]).reshape(1, 2, 2, 1)
+    g = jax.grad(lambda x: p_pool(x, 0.5, (2, 2), (2, 2)).sum())(x)
+    self.assertEqual(float(g[0, 0, 0, 0]), 0.0)
+    self.assertTrue(np.all(np.isfinite(g)))
+    # alpha = 0 counts the zero as a member: average pooling's 1/4.
+    g0 = jax.grad(lambda x: p_pool(x, 0.0, (2, 2), (2, 2)).sum())(x)
+    np.testing.assert_allclose(g0, 0.25)
+    ga = jax.grad(lambda a: p_pool(x, a, (2, 2), (2, 2)).sum())(0.0)
+    self.assertTrue(np.isfinite(float(ga)))
+
+
+class TransformsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_jit_and_eager_agree_with_numpy(self):
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.1, 1.0, (2, 6, 6, 3)).astype(np.float32)
+    fn = self.variant(lambda x, a: p_pool(x, a, (3, 3), (2, 2), "SAME"))
+    y = fn(jnp.asarray(x), jnp.float32(2.0))
+    pads = _pads(x.shape, (3, 3), (2, 2), "SAME")
+    ry, _, _ = reference(x, 2.0, (3, 3), (2, 2), pads, np.ones(y.shape))
+    chex.assert_shape(y, (2, 3, 3, 3))
+    chex.assert_trees_all_close(y, ry.astype(np.float32), rtol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_grad_variants(self):
+    x = jax.random.uniform(jax.random.PRNGKey(1), (1, 5, 5, 2), minval=0.2)
+    gfn = self.variant(jax.grad(lambda x, a: p_pool(x, a, (2, 2), (1, 1)).sum(), argnums=(0, 1)))
+    gx, ga = gfn(x, jnp.array([0.5, 4.0]))
+    chex.assert_shape(gx, x.shape)
+    chex.assert_shape(ga, (2,))
+    chex.assert_tree_all_finite((gx, ga))
+
+  def test_check_grads_first_and_second_order(self):
+    with jax.enable_x64(True):
+      rng = np.random.default_rng(6)
+      x = jnp.asarray(rng.uniform(0.3, 2.0, (1, 5, 5, 2)))
+      a = jnp.asarray([0.7, 3.0])
+      for shift in (False, True):
+        xs = x - 1.0 if shift else x
+        f = lambda x, a: p_pool(x, a, (3, 3), (2, 2), "SAME", shift=shift)
+        check_grads(f, (xs, a), order=2, modes=["rev"])
+
+  def test_vmap_equals_batched_call(self):
+    x = jax.random.uniform(jax.random.PRNGKey(2), (4, 2, 6, 6, 3))
+    a = jax.random.uniform(jax.random.PRNGKey(3), (4, 2, 3, 3, 3), maxval=5.0)
+    batched = p_pool(x, a, (2, 2), (2, 2))
+    mapped = jax.vmap(lambda x, a: p_pool(x, a, (2, 2), (2, 2)))(x, a)
+    chex.assert_trees_all_close(mapped, batched, rtol=1e-6)
+    g_b = jax.grad(lambda a: p_pool(x, a, (2, 2), (2, 2)).sum())(a)
+    g_m = jax.vmap(jax.grad(lambda x, a: p_pool(x, a, (2, 2), (2, 2)).sum(), argnums=1))(x, a)
+    chex.assert_trees_all_close(g_m, g_b, rtol=1e-5)
+
+  def test_pmap_over_8_devices(self):
+    n = jax.local_device_count()
+    self.assertEqual(n, 8, "tests expect XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    x = jax.random.uniform(jax.random.PRNGKey(4), (n, 2, 6, 6, 3))
+    a = jnp.asarray([0.5, 2.0, 8.0])
+
+    def step(x, a):
+      g = jax.grad(lambda a: p_pool(x, a, (3, 3), (2, 2), "SAME").sum())(a)
+      return jax.lax.psum(g, "d")
+
+    g = jax.pmap(step, axis_name="d", in_axes=(0, None))(x, a)
+    ref = jax.grad(lambda a: p_pool(x.reshape(-1, 6, 6, 3), a, (3, 3), (2, 2), "SAME").sum())(a)
+    chex.assert_trees_all_close(g[0], ref, rtol=1e-4)
+    chex.assert_trees_all_equal(g[0], g[-1])
+
+  def test_no_batch_dims_and_many_batch_dims(self):
+    x = jax.random.uniform(jax.random.PRNGKey(5), (2, 3, 8, 8, 2))
+    many = p_pool(x, 2.0, (2, 2), (2, 2))
+    none = p_pool(x[1, 2], 2.0, (2, 2), (2, 2))
+    chex.assert_shape(many, (2, 3, 4, 4, 2))
+    chex.assert_trees_all_close(none, many[1, 2])
+
+
+finite_floats = st.floats(0.0, 100.0, allow_nan=False, width=32)
+
+
+class PropertiesTest(parameterized.TestCase):
+
+  @settings(max_examples=40, deadline=None)
+  @given(x=hnp.arrays(np.float32, (1, 4, 4, 2), elements=finite_floats),
+         alpha=st.floats(0.0, 200.0, width=32))
+  def test_within_window_range_and_monotone_in_alpha(self, x, alpha):
+    y = p_pool(x, alpha, (2, 2), (2, 2))
+    lo = -nn.max_pool(-jnp.asarray(x), (2, 2), (2, 2))
+    hi = nn.max_pool(jnp.asarray(x), (2, 2), (2, 2))
+    tol = 1e-5 * (1 + np.abs(hi))
+    self.assertTrue(np.all(y >= lo - tol) and np.all(y <= hi + tol))
+    y2 = p_pool(x, alpha * 1.5 + 0.1, (2, 2), (2, 2))
+    self.assertTrue(np.all(y2 >= y - tol))
+
+  @settings(max_examples=25, deadline=None)
+  @given(x=hnp.arrays(np.float32, (1, 2, 2, 3), elements=finite_floats),
+         alpha=st.floats(0.0, 50.0, width=32), perm=st.permutations(range(4)),
+         c=st.floats(0.01, 100.0))
+  def test_permutation_invariant_and_scale_equivariant(self, x, alpha, perm, c):
+    y = p_pool(x, alpha, (2, 2))
+    xp = x.reshape(1, 4, 3)[:, list(perm)].reshape(1, 2, 2, 3)
+    np.testing.assert_allclose(p_pool(xp, alpha, (2, 2)), y, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(p_pool(np.float32(c) * x, alpha, (2, 2)), np.float32(c) * y,
+                               rtol=1e-4, atol=1e-30)
+
+  @settings(max_examples=25, deadline=None)
+  @given(x=hnp.arrays(np.float32, (1, 5, 5, 1), elements=st.floats(-50, 50, width=32)),
+         alpha=st.floats(0.0, 100.0, width=32), t=st.floats(-10, 10, width=32))
+  def test_shift_form_is_translation_equivariant(self, x, alpha, t):
+    y = p_pool(x, alpha, (3, 3), (2, 2), "SAME", shift=True)
+    yt = p_pool(x + np.float32(t), alpha, (3, 3), (2, 2), "SAME", shift=True)
+    np.testing.assert_allclose(yt, y + np.float32(t), rtol=1e-4, atol=1e-3)
+
+
+class ErrorsTest(parameterized.TestCase):
+
+  def test_bad_input_names_the_problem(self):
+    x = jnp.ones((1, 4, 4, 2))
+    cases = [
+        (lambda: p_pool(jnp.ones((4, 4)), 1.0, (2, 2)), ValueError, "rank 2"),
+        (lambda: p_pool(x, 1.0, (5, 5)), ValueError, "larger than the padded input"),
+        (lambda: p_pool(x, 1.0, (2, 2), (0, 2)), ValueError, "strides must be positive"),
+        (lambda: p_pool(x, 1.0, (2, 2), (2,)), ValueError, "one entry per window dim"),
+        (lambda: p_pool(jnp.ones((1, 4, 4, 2), jnp.int32), 1.0, (2, 2)), TypeError,
+         "floating dtype"),
+        (lambda: p_pool(x, jnp.ones((3,)), (2, 2), (2, 2)), ValueError, "does not broadcast"),
+        (lambda: p_pool(x, -1.0, (2, 2)), ValueError, "alpha must be >= 0"),
+        (lambda: p_pool(x, jnp.nan, (2, 2)), ValueError, "alpha must be finite"),
+        (lambda: p_pool(x, jnp.inf, (2, 2)), ValueError, "alpha must be finite"),
+        (lambda: p_pool(-x, 1.0, (2, 2)), ValueError, "non-negative"),
+        (lambda: p_pool(x, 1.0, (2, 2), padding="FULL"), ValueError, "padding must be"),
+        (lambda: p_pool(x, 1.0, (2, 2), padding=((2, 2), (0, 0))), ValueError,
+         "smaller than the window"),
+    ]
+    for fn, exc, msg in cases:
+      with self.assertRaisesRegex(exc, msg):
+        fn()
+
+  def test_negative_inputs_are_fine_with_shift(self):
+    y = p_pool(-jnp.arange(16.0).reshape(1, 4, 4, 1), 1.0, (2, 2), (2, 2), shift=True)
+    self.assertTrue(np.all(np.isfinite(y)))
+
+
+if __name__ == "__main__":
+  pytest.main([__file__])
