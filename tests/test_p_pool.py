@@ -1,7 +1,5 @@
 """p_pool against independent references: NumPy Eq. 1/3/4, mpmath, flax limits."""
 
-import itertools
-
 import chex
 import flax.linen as nn
 import hypothesis.extra.numpy as hnp
@@ -16,42 +14,23 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 from ppool_jax import p_pool
+from reference import out_shape as ref_out_shape
+from reference import pads_for, windows
 
 
-# ---------------------------------------------------------------------------
 # Independent float64 reference: explicit windows, Eq. 1, 2, 3, 4 as printed.
-# ---------------------------------------------------------------------------
-def _windows(x, window, strides, pads):
-  """Yields (out_index, [(in_index, value), ...]) over real (unpadded) members."""
-  spatial = x.shape[1:-1]
-  out = [(n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)]
-  for b in range(x.shape[0]):
-    for pos in itertools.product(*(range(o) for o in out)):
-      for c in range(x.shape[-1]):
-        members = []
-        for off in itertools.product(*(range(k) for k in window)):
-          idx = tuple(p * s + o - lo for p, s, o, (lo, _) in zip(pos, strides, off, pads))
-          if all(0 <= i < n for i, n in zip(idx, spatial)):
-            members.append(((b,) + idx + (c,), x[(b,) + idx + (c,)]))
-        yield (b,) + pos + (c,), members
-  return out
-
-
 def reference(x, alpha, window, strides, pads, ct, shift=False):
   """Forward (Eq. 1 or 2) and the vjp (Eq. 3, 4) with a per-output alpha map."""
   x = np.asarray(x, np.float64)
-  spatial = x.shape[1:-1]
-  out_shape = (x.shape[0],) + tuple(
-      (n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(spatial, window, strides, pads)
-  ) + (x.shape[-1],)
-  alpha = np.broadcast_to(np.asarray(alpha, np.float64), out_shape)
-  y = np.zeros(out_shape)
+  shape = ref_out_shape(x.shape, window, strides, pads)
+  alpha = np.broadcast_to(np.asarray(alpha, np.float64), shape)
+  y = np.zeros(shape)
   gx = np.zeros_like(x)
-  ga = np.zeros(out_shape)
-  for j, members in _windows(x, window, strides, pads):
+  ga = np.zeros(shape)
+  for j, members in windows(x, window, strides, pads):
     a = alpha[j]
     idx = [m[0] for m in members]
-    v = np.array([m[1] for m in members])
+    v = np.array([m[2] for m in members])
     low = v.min() if shift else 0.0
     z = v - low
     s0 = np.sum(z ** a)
@@ -70,12 +49,6 @@ def reference(x, alpha, window, strides, pads, ct, shift=False):
     lz = np.log(z[p] / z.max())
     ga[j] = ct[j] * np.sum((lz * z[p] ** (a + 1) * s0 - lz * z[p] ** a * s1) / s0 ** 2)
   return y, gx, ga
-
-
-def _pads(x_shape, window, strides, padding):
-  if isinstance(padding, str):
-    return jax.lax.padtype_to_pads(x_shape[1:-1], window, strides, padding)
-  return padding
 
 
 def _vjp(x, alpha, ct, *args, **kw):
@@ -101,7 +74,7 @@ class ReferenceTest(parameterized.TestCase):
     window, strides, padding, spatial = case
     rng = np.random.default_rng(0)
     x = rng.uniform(0.2, 2.0, (2,) + spatial + (3,)).astype(np.float32)
-    pads = _pads(x.shape, window, strides, padding)
+    pads = pads_for(x.shape, window, strides, padding)
     y0 = p_pool(x, alpha, window, strides, padding)
     ct = rng.normal(size=y0.shape)
     # A dense alpha map, varying per position, exercises per-output gradients.
@@ -118,7 +91,7 @@ class ReferenceTest(parameterized.TestCase):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 7, 7, 3)).astype(np.float32)
     window, strides, padding = (3, 3), (2, 2), "SAME"
-    pads = _pads(x.shape, window, strides, padding)
+    pads = pads_for(x.shape, window, strides, padding)
     out = p_pool(x, alpha, window, strides, padding, shift=True)
     ct = rng.normal(size=out.shape)
     # Keep the window minimum out of the reference's z**(a-1) at z = 0 (inf * 0):
@@ -264,7 +237,7 @@ class TransformsTest(chex.TestCase):
     x = rng.uniform(0.1, 1.0, (2, 6, 6, 3)).astype(np.float32)
     fn = self.variant(lambda x, a: p_pool(x, a, (3, 3), (2, 2), "SAME"))
     y = fn(jnp.asarray(x), jnp.float32(2.0))
-    pads = _pads(x.shape, (3, 3), (2, 2), "SAME")
+    pads = pads_for(x.shape, (3, 3), (2, 2), "SAME")
     ry, _, _ = reference(x, 2.0, (3, 3), (2, 2), pads, np.ones(y.shape))
     chex.assert_shape(y, (2, 3, 3, 3))
     chex.assert_trees_all_close(y, ry.astype(np.float32), rtol=1e-5)

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppool_jax.ops.windows import (Padding, WindowGeometry, offset_slice, pad_spatial,
-                                   scatter_offsets, window_geometry)
+from ppool_jax.ops.windows import (Padding, WindowGeometry, scatter_offsets, window_geometry,
+                                   window_members)
 
 
 def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
@@ -140,9 +140,7 @@ class _Windows:
 
   def __init__(self, x: jax.Array, geom: WindowGeometry, shift: bool):
     self.geom = geom
-    xp = pad_spatial(x, geom)
-    self.members = [offset_slice(xp, geom, o) for o in geom.offsets]
-    self.masks = geom.valid_masks()
+    self.members, self.masks = window_members(x, geom)
     hi = _fold(jnp.maximum, self._masked(-jnp.inf))
     self.low = _fold(jnp.minimum, self._masked(jnp.inf)) if shift else None
     # Values relative to the window minimum (Eq. 2) are non-negative by construction.

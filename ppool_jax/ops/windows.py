@@ -174,6 +174,17 @@ def offset_slice(xp: jax.Array, geom: WindowGeometry, offset: Sequence[int]) -> 
   return lax.slice(xp, start, limit, [1] * nb + list(geom.strides) + [1])
 
 
+def window_members(x: jax.Array, geom: WindowGeometry
+                   ) -> tuple[list[jax.Array], list[np.ndarray | None]]:
+  """Every window's members, one ``(*batch, *out_spatial, C)`` slice per offset, and
+  their validity masks (``None`` where no member of that offset is padding).
+
+  Padded positions hold 0; callers exclude them with the masks.
+  """
+  xp = pad_spatial(x, geom)
+  return [offset_slice(xp, geom, o) for o in geom.offsets], geom.valid_masks()
+
+
 def scatter_offsets(cts: Sequence[jax.Array], geom: WindowGeometry) -> jax.Array:
   """Transpose of reading every offset with ``offset_slice``, then unpadding.
 

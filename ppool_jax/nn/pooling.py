@@ -1,0 +1,292 @@
+"""Flax pooling units: the P-pooling unit and every baseline the paper compares against.
+
+Every module has the same construction fields ``(window_shape, strides, padding)``
+and call signature ``module(x) -> pooled``, channels-last ``(*batch, *spatial, C)``
+as in ``flax.linen.pooling``; :func:`make_pool` builds any of them by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ppool_jax.ops import p_pool, window_geometry, window_members
+from ppool_jax.ops.windows import Padding
+
+SIDE_BRANCH = "side_branch"  # module name that marks parameters trained at the side-branch LR
+
+
+class _Pool(nn.Module):
+  window_shape: Sequence[int] = (2, 2)
+  strides: Sequence[int] | None = None
+  padding: Padding = "VALID"
+
+  def _members(self, x):
+    """Members, masks (None = all valid) and the number of valid members per window."""
+    geom = window_geometry(x.shape, self.window_shape, self.strides, self.padding,
+                           op_name=type(self).__name__)
+    members, masks = window_members(x, geom)
+    return members, masks, jnp.asarray(geom.valid_count(), x.dtype)
+
+
+def _masked(values, masks, fill):
+  return [v if m is None else jnp.where(m, v, fill) for v, m in zip(values, masks)]
+
+
+def _sum(values):
+  out = values[0]
+  for v in values[1:]:
+    out = out + v
+  return out
+
+
+class MaxPool(_Pool):
+  """Max pooling (``flax.linen.max_pool``)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.max_pool(x, tuple(self.window_shape), self.strides, self.padding)
+
+
+class AvgPool(_Pool):
+  """Average pooling over real members (padding not counted, matching p_pool at alpha=0)."""
+
+  @nn.compact
+  def __call__(self, x):
+    return nn.avg_pool(x, tuple(self.window_shape), self.strides, self.padding,
+                       count_include_pad=False)
+
+
+class PReLU(nn.Module):
+  """Per-channel PReLU (He et al. 2015; Caffe's default, slopes initialised to 0.25)."""
+  init_slope: float = 0.25
+
+  @nn.compact
+  def __call__(self, x):
+    slope = self.param("slope", nn.initializers.constant(self.init_slope), (x.shape[-1],))
+    return jnp.where(x >= 0, x, slope * x)
+
+
+class SideBranch(nn.Module):
+  """Eq. 5: depthwise conv (window, strides, no bias) -> PReLU -> depthwise 1x1 conv + bias.
+
+  Produces one raw alpha per pooling window and channel, shaped like the pooled output.
+  """
+  window_shape: Sequence[int]
+  strides: Sequence[int] | None
+  padding: Padding
+  bias_init: float = 20.0
+  input_scale: float = 100.0
+  out_kernel_stddev: float = 1e-3
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    pad = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
+    h = nn.Conv(c, tuple(self.window_shape), strides=self.strides or 1, padding=pad,
+                feature_group_count=c, use_bias=False, name="conv_window")(x * self.input_scale)
+    h = PReLU(name="prelu")(h)
+    ones = (1,) * len(self.window_shape)
+    return nn.Conv(c, ones, feature_group_count=c,
+                   kernel_init=nn.initializers.normal(self.out_kernel_stddev),
+                   bias_init=nn.initializers.constant(self.bias_init), name="conv_alpha")(h)
+
+
+class PPool(_Pool):
+  """The P-pooling unit (paper §3.5, Fig. 1): a side branch predicts alpha, then p_pool.
+
+  Attributes:
+    clip_max: the C of alpha's range ``(0, C]`` (paper: 35 for VGG). ``None`` leaves alpha
+      unbounded above; ``p_pool`` is stable at any alpha, so larger C is fine.
+    alpha_min: the open lower end of ``(0, C]`` is realised as ``[alpha_min, C]``.
+    bias_init: initial bias of the side branch's last conv (20: starts near max pooling).
+    input_scale: the side branch sees ``input_scale * x`` (paper: 100) for faster learning.
+    shift: use Eq. 2 (``shift=True`` in p_pool) for inputs that may be negative.
+
+  At initialisation alpha is ``bias_init`` plus a small perturbation (the last conv's
+  kernel starts at stddev 1e-3), within ``[19, 21]`` for inputs in ``[0, 1]``. For
+  non-negative inputs P-pooling at ``alpha >= 19`` stays within
+  ``min_t (1 + (N-1) t^(a+1)) / (1 + (N-1) t^a)`` of the window max: ``y >= 0.969 max``
+  for 2x2 windows and ``y >= 0.948 max`` for 3x3, so the unit starts as max pooling
+  to within 3% / 5%.
+  The alpha map is sown into the ``intermediates`` collection as ``alpha``.
+  Its parameters live under the ``side_branch`` module, which
+  :func:`ppool_jax.nn.side_branch_labels` labels for the paper's 3x learning rate.
+  """
+  clip_max: float | None = 35.0
+  alpha_min: float = 1e-4
+  bias_init: float = 20.0
+  input_scale: float = 100.0
+  shift: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    raw = SideBranch(self.window_shape, self.strides, self.padding, bias_init=self.bias_init,
+                     input_scale=self.input_scale, name=SIDE_BRANCH)(x)
+    alpha = jnp.clip(raw, self.alpha_min, self.clip_max)
+    self.sow("intermediates", "alpha", alpha)
+    return p_pool(x, alpha, tuple(self.window_shape), self.strides, self.padding, shift=self.shift)
+
+
+class PFixedPool(_Pool):
+  """P-pooling with a learned alpha per layer (``per="layer"``) or per channel, no side branch."""
+  per: str = "channel"
+  init_alpha: float = 20.0
+  clip_max: float | None = 35.0
+  alpha_min: float = 1e-4
+  shift: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    if self.per not in ("layer", "channel"):
+      raise ValueError(f"PFixedPool: per must be 'layer' or 'channel', got {self.per!r}.")
+    shape = () if self.per == "layer" else (x.shape[-1],)
+    alpha = self.param("alpha", nn.initializers.constant(self.init_alpha), shape)
+    alpha = jnp.clip(alpha, self.alpha_min, self.clip_max)
+    self.sow("intermediates", "alpha", alpha)
+    return p_pool(x, alpha, tuple(self.window_shape), self.strides, self.padding, shift=self.shift)
+
+
+class StridedConvPool(_Pool):
+  """A newly initialised ``window``-sized conv with the pooling's stride in its place.
+
+  The paper's *All-C* (Springenberg et al. 2015): every pooling layer becomes a learned
+  strided conv. (The paper's *Strided-C*, moving the stride into the preceding conv
+  and dropping the pooling, is a model-level setting: ``pooling="stride_in_conv"``.)
+  """
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    pad = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
+    return nn.Conv(x.shape[-1], tuple(self.window_shape), strides=self.strides or 1, padding=pad,
+                   use_bias=self.use_bias, name="conv")(x)
+
+
+class LpPool(_Pool):
+  """Learned-norm pooling (Gulcehre et al. 2014): ``(mean_i |x_i|^p)^(1/p)``, p per channel.
+
+  ``p = 1 + softplus(rho)`` keeps ``p >= 1`` (p = 1: mean of |x|; p -> inf: max |x|).
+  Computed relative to the window's max ``|x|`` so large p does not overflow.
+  """
+  init_p: float = 2.0
+
+  @nn.compact
+  def __call__(self, x):
+    if self.init_p <= 1.0:
+      raise ValueError(f"LpPool: init_p must be > 1, got {self.init_p}.")
+    rho0 = math.log(math.expm1(self.init_p - 1.0))  # softplus^-1(p - 1)
+    rho = self.param("rho", nn.initializers.constant(rho0), (x.shape[-1],))
+    p = 1.0 + jax.nn.softplus(rho)
+    members, masks, count = self._members(jnp.abs(x))
+    m = _masked(members, masks, 0.0)
+    top = m[0]
+    for v in m[1:]:
+      top = jnp.maximum(top, v)
+    safe_top = jnp.where(top > 0, top, 1.0)
+    powered = [jnp.where(v > 0, jnp.exp(p * jnp.log(jnp.where(v > 0, v, 1.0) / safe_top)), 0.0)
+               for v in m]
+    mean = _sum(_masked(powered, masks, 0.0)) / count
+    return jnp.where(top > 0, top * jnp.exp(jnp.log(mean) / p), 0.0)
+
+
+class MixedPool(_Pool):
+  """Mixed max-average pooling with a fixed ratio (Lee et al. 2016): ``a*max + (1-a)*avg``."""
+  ratio: float = 0.5
+
+  @nn.compact
+  def __call__(self, x):
+    if not 0.0 <= self.ratio <= 1.0:
+      raise ValueError(f"MixedPool: ratio must be in [0, 1], got {self.ratio}.")
+    mx = MaxPool(self.window_shape, self.strides, self.padding)(x)
+    av = AvgPool(self.window_shape, self.strides, self.padding)(x)
+    return self.ratio * mx + (1.0 - self.ratio) * av
+
+
+class GatedPool(_Pool):
+  """Gated max-average pooling, "gated, layer-wise" (Lee et al. 2016), as the paper uses it.
+
+  ``g = sigmoid(sum_i omega_i x_i)`` over each window with one ``omega`` (window-shaped)
+  shared by all channels of the layer; ``y = g * max + (1 - g) * avg``. ``omega``
+  starts at 0, i.e. an even mix.
+  """
+
+  @nn.compact
+  def __call__(self, x):
+    members, masks, _ = self._members(x)
+    omega = self.param("omega", nn.initializers.zeros, tuple(self.window_shape))
+    flat = omega.reshape(-1)
+    gate = jax.nn.sigmoid(_sum([w * v for w, v in zip(flat, _masked(members, masks, 0.0))]))
+    mx = MaxPool(self.window_shape, self.strides, self.padding)(x)
+    av = AvgPool(self.window_shape, self.strides, self.padding)(x)
+    return gate * mx + (1.0 - gate) * av
+
+
+class DPPool(_Pool):
+  """Detail-preserving pooling, symmetric "lite" variant (Saeedan et al. 2018).
+
+  ``y = sum_q w_q x_q / sum_q w_q`` with ``w_q = alpha + (sqrt((x_q - xbar)^2 + eps^2))^lam``,
+  ``xbar`` the window average (the "lite" guidance image, a box filter instead of a
+  learned one), and per-channel ``alpha = softplus(a) >= 0``, ``lam = softplus(l) >= 0``
+  (raw parameters start at 0: ``alpha = lam = log 2``).
+  """
+  eps: float = 1e-3
+
+  @nn.compact
+  def __call__(self, x):
+    c = x.shape[-1]
+    alpha = jax.nn.softplus(self.param("alpha", nn.initializers.zeros, (c,)))
+    lam = jax.nn.softplus(self.param("lam", nn.initializers.zeros, (c,)))
+    members, masks, count = self._members(x)
+    xbar = _sum(_masked(members, masks, 0.0)) / count
+    weights = [alpha + jnp.exp(lam * 0.5 * jnp.log((v - xbar) ** 2 + self.eps ** 2))
+               for v in members]
+    weights = _masked(weights, masks, 0.0)
+    return _sum([w * v for w, v in zip(weights, members)]) / _sum(weights)
+
+
+class SoftPool(_Pool):
+  """SoftPool (Stergiou et al. 2021): ``sum_i softmax(x)_i x_i`` over each window."""
+
+  @nn.compact
+  def __call__(self, x):
+    members, masks, _ = self._members(x)
+    vals = _masked(members, masks, -jnp.inf)  # exp(-inf - top) = 0: padding never weighs
+    top = vals[0]
+    for v in vals[1:]:
+      top = jnp.maximum(top, v)
+    e = [jnp.exp(v - top) for v in vals]
+    return _sum([w * v for w, v in zip(e, members)]) / _sum(e)
+
+
+POOLINGS: dict[str, Callable[..., _Pool]] = {
+    "max": MaxPool,
+    "avg": AvgPool,
+    "p": PPool,
+    "p_fixed": PFixedPool,
+    "strided_conv": StridedConvPool,
+    "lp": LpPool,
+    "gated": GatedPool,
+    "mixed": MixedPool,
+    "dpp": DPPool,
+    "soft": SoftPool,
+}
+
+
+def make_pool(name: str, window_shape: Sequence[int] = (2, 2), strides: Sequence[int] | None = None,
+              padding: Padding = "VALID", **kwargs: Any) -> _Pool:
+  """Builds the pooling module registered as ``name`` (see ``POOLINGS``).
+
+  ``kwargs`` are the module's own options (e.g. ``clip_max`` for ``"p"``, ``ratio`` for
+  ``"mixed"``). Unknown names raise a ``ValueError`` listing the registered ones.
+  """
+  if name not in POOLINGS:
+    raise ValueError(f"unknown pooling {name!r}; registered: {', '.join(sorted(POOLINGS))}.")
+  strides = None if strides is None else tuple(strides)
+  return POOLINGS[name](window_shape=tuple(window_shape), strides=strides, padding=padding,
+                        **kwargs)
