@@ -192,6 +192,8 @@ class LpPool(_Pool):
     powered = [jnp.where(v > 0, jnp.exp(p * jnp.log(jnp.where(v > 0, v, 1.0) / safe_top)), 0.0)
                for v in m]
     mean = _sum(_masked(powered, masks, 0.0)) / count
+    # The inner where keeps log(0) of all-zero windows out of the gradient.
+    mean = jnp.where(top > 0, mean, 1.0)
     return jnp.where(top > 0, top * jnp.exp(jnp.log(mean) / p), 0.0)
 
 
@@ -278,12 +280,13 @@ POOLINGS: dict[str, Callable[..., _Pool]] = {
 }
 
 
-def make_pool(name: str, window_shape: Sequence[int] = (2, 2), strides: Sequence[int] | None = None,
+def make_pool(name: str, /, window_shape: Sequence[int] = (2, 2), strides: Sequence[int] | None = None,
               padding: Padding = "VALID", **kwargs: Any) -> _Pool:
   """Builds the pooling module registered as ``name`` (see ``POOLINGS``).
 
   ``kwargs`` are the module's own options (e.g. ``clip_max`` for ``"p"``, ``ratio`` for
-  ``"mixed"``). Unknown names raise a ``ValueError`` listing the registered ones.
+  ``"mixed"``) and flax's ``name=`` for the submodule. Unknown pooling names raise a
+  ``ValueError`` listing the registered ones.
   """
   if name not in POOLINGS:
     raise ValueError(f"unknown pooling {name!r}; registered: {', '.join(sorted(POOLINGS))}.")

@@ -1,0 +1,209 @@
+"""Import torchvision ImageNet weights (VGG16, ResNet-50) into the Flax backbones.
+
+  python -m ppool_jax.convert --arch vgg16 --input vgg16-397923af.pth --output ~/weights/vgg16
+  python -m ppool_jax.convert --arch resnet50 --input resnet50.safetensors --output ~/weights/r50
+
+The input is a torchvision ``state_dict`` saved as ``.pth``/``.pt`` (reading it needs
+``torch``) or ``.safetensors`` / ``.npz`` (no torch needed). The output is an orbax
+checkpoint of ``{"params": ..., "batch_stats": ...}`` for ``VGG16Backbone`` or
+``ResNet50Backbone``; ``merge_backbone`` puts it into a full model's variables.
+Tensors the backbone does not use (VGG's ``classifier.*``, ResNet's ``fc.*``,
+``num_batches_tracked``) are skipped; anything else that does not match is an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from ppool_jax.models import ResNet50Backbone, VGG16Backbone
+from ppool_jax.models.resnet import RESNET50_LAYERS
+from ppool_jax.models.vgg import VGG16_BLOCKS
+
+# torchvision vgg16.features indices of the 13 convs, in order.
+_VGG16_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+
+class ConversionError(ValueError):
+  """The state dict does not match the architecture; the message lists the tensors."""
+
+
+def _vgg16_mapping() -> dict[str, tuple[str, ...]]:
+  names = [f"conv{b}_{j}" for b, block in enumerate(VGG16_BLOCKS, 1) for j in range(1, len(block) + 1)]
+  mapping = {}
+  for idx, name in zip(_VGG16_CONV_INDICES, names):
+    mapping[f"features.{idx}.weight"] = ("params", name, "kernel")
+    mapping[f"features.{idx}.bias"] = ("params", name, "bias")
+  return mapping
+
+
+def _bn_mapping(torch_prefix: str, flax_path: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+  return {f"{torch_prefix}.weight": ("params", *flax_path, "scale"),
+          f"{torch_prefix}.bias": ("params", *flax_path, "bias"),
+          f"{torch_prefix}.running_mean": ("batch_stats", *flax_path, "mean"),
+          f"{torch_prefix}.running_var": ("batch_stats", *flax_path, "var")}
+
+
+def _resnet50_mapping() -> dict[str, tuple[str, ...]]:
+  mapping = {"conv1.weight": ("params", "conv1", "kernel"), **_bn_mapping("bn1", ("bn1",))}
+  for li, (_, blocks) in enumerate(RESNET50_LAYERS, 1):
+    for bi in range(blocks):
+      t, f = f"layer{li}.{bi}", f"layer{li}_{bi}"
+      for k in (1, 2, 3):
+        mapping[f"{t}.conv{k}.weight"] = ("params", f, f"conv{k}", "kernel")
+        mapping.update(_bn_mapping(f"{t}.bn{k}", (f, f"bn{k}")))
+      if bi == 0:
+        mapping[f"{t}.downsample.0.weight"] = ("params", f, "downsample_conv", "kernel")
+        mapping.update(_bn_mapping(f"{t}.downsample.1", (f, "downsample_bn")))
+  return mapping
+
+
+ARCHS = {
+    "vgg16": (_vgg16_mapping, VGG16Backbone, ("classifier.",)),
+    "resnet50": (_resnet50_mapping, ResNet50Backbone, ("fc.",)),
+}
+
+
+def _skipped(key: str, prefixes: tuple[str, ...]) -> bool:
+  return key.endswith("num_batches_tracked") or key.startswith(prefixes)
+
+
+def _to_flax(value: np.ndarray, flax_path: tuple[str, ...]) -> np.ndarray:
+  if flax_path[-1] == "kernel":  # torch OIHW -> flax HWIO
+    return np.transpose(value, (2, 3, 1, 0))
+  return value
+
+
+def expected_shapes(arch: str) -> dict:
+  """Shapes of the backbone's variables (full width), without allocating them."""
+  _, module, _ = ARCHS[arch]
+  x = jnp.zeros((1, 64, 64, 3), jnp.float32)
+  return jax.eval_shape(lambda: module().init(jax.random.PRNGKey(0), x))
+
+
+def convert_state_dict(arch: str, state_dict: Mapping[str, np.ndarray]) -> dict:
+  """A torchvision ``state_dict`` (name -> array) as ``{"params", "batch_stats"}`` trees.
+
+  Raises:
+    ConversionError: listing unexpected names, missing names and misshaped tensors.
+  """
+  if arch not in ARCHS:
+    raise ValueError(f"unknown arch {arch!r}; choose from {', '.join(sorted(ARCHS))}.")
+  make_mapping, _, skip_prefixes = ARCHS[arch]
+  mapping = make_mapping()
+  shapes = expected_shapes(arch)
+  unexpected = sorted(k for k in state_dict if k not in mapping and not _skipped(k, skip_prefixes))
+  missing = sorted(k for k in mapping if k not in state_dict)
+  misshaped, out = [], {}
+  for key, path in mapping.items():
+    if key not in state_dict:
+      continue
+    value = _to_flax(np.asarray(state_dict[key], np.float32), path)
+    want = shapes
+    for p in path:
+      want = want[p]
+    if tuple(value.shape) != tuple(want.shape):
+      misshaped.append(f"{key}: got {tuple(np.shape(state_dict[key]))}, "
+                       f"expected {tuple(want.shape)} (flax {'/'.join(path)})")
+      continue
+    node = out
+    for p in path[:-1]:
+      node = node.setdefault(p, {})
+    node[path[-1]] = value
+  problems = []
+  if unexpected:
+    problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+  if missing:
+    problems.append(f"missing tensors: {', '.join(missing)}")
+  if misshaped:
+    problems.append(f"misshaped tensors: {'; '.join(misshaped)}")
+  if problems:
+    raise ConversionError(f"{arch} state dict does not match torchvision's layout: "
+                          + " | ".join(problems))
+  return out
+
+
+def load_state_dict(path: str) -> dict[str, np.ndarray]:
+  """Reads ``.safetensors``, ``.npz`` or (with torch installed) ``.pth``/``.pt``."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"weights file not found: {path}")
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file
+    return dict(load_file(path))
+  if path.endswith(".npz"):
+    with np.load(path) as data:
+      return {k: data[k] for k in data.files}
+  if path.endswith((".pth", ".pt")):
+    try:
+      import torch
+    except ImportError as e:
+      raise ImportError(f"reading {path} needs torch (pip install torch), or save the state dict "
+                        "with safetensors first.") from e
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = sd.get("state_dict", sd)
+    return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+  raise ValueError(f"unknown weights format for {path}: expected .safetensors, .npz, .pth or .pt")
+
+
+def merge_backbone(variables: Mapping, converted: Mapping, prefix: str = "backbone") -> dict:
+  """Replaces ``variables[col][prefix][...]`` leaves by the converted ones (same names);
+  everything else (heads, P-pooling side branches) keeps its initialisation."""
+  out = {col: dict(tree) for col, tree in variables.items()}
+  for col, tree in converted.items():
+    if col not in out:
+      raise ConversionError(f"converted weights have a {col!r} collection, which the model lacks.")
+    target = out[col]
+    target[prefix] = _merge(dict(target[prefix]), tree, f"{col}/{prefix}")
+    out[col] = target
+  return out
+
+
+def _merge(dst: dict, src: Mapping, where: str) -> dict:
+  for k, v in src.items():
+    if k not in dst:
+      raise ConversionError(f"converted weights have {where}/{k}, which the model lacks.")
+    if isinstance(v, Mapping):
+      dst[k] = _merge(dict(dst[k]), v, f"{where}/{k}")
+    else:
+      if tuple(dst[k].shape) != tuple(np.shape(v)):
+        raise ConversionError(f"{where}/{k}: model has {dst[k].shape}, weights {np.shape(v)}.")
+      dst[k] = jnp.asarray(v, dst[k].dtype)
+  return dst
+
+
+def save(converted: Mapping, output: str) -> str:
+  import orbax.checkpoint as ocp
+  path = os.path.abspath(os.path.expanduser(output))
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(path, converted)
+  checkpointer.wait_until_finished()  # saving is asynchronous
+  return path
+
+
+def restore(path: str) -> dict:
+  import orbax.checkpoint as ocp
+  checkpointer = ocp.StandardCheckpointer()
+  return checkpointer.restore(os.path.abspath(os.path.expanduser(path)))
+
+
+flags.DEFINE_enum("arch", None, sorted(ARCHS), "Backbone architecture.")
+flags.DEFINE_string("input", None, "torchvision state dict (.pth/.pt/.safetensors/.npz).")
+flags.DEFINE_string("output", None, "Directory for the orbax checkpoint (must not exist).")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+  converted = convert_state_dict(FLAGS.arch, load_state_dict(FLAGS.input))
+  path = save(converted, FLAGS.output)
+  n = sum(np.size(x) for x in jax.tree_util.tree_leaves(converted))
+  print(f"converted {FLAGS.arch}: {n:,} values -> {path}")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["arch", "input", "output"])
+  app.run(main)

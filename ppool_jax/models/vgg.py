@@ -1,0 +1,131 @@
+"""VGG16 segmentation models: VGG16-seg, DeepLab-LargeFOV (VGG16-20M) and FCN-8s.
+
+Conv layers follow torchvision's ``vgg16`` (13 3x3 convs, 14.71M parameters) so ImageNet
+weights convert one to one (``ppool_jax.convert``). Every one of the five pooling layers
+takes a name from the pooling registry, per stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ppool_jax.models.common import (STRIDE_IN_CONV, PoolingSpec, channels, pool_layer,
+                                     stage_poolings, upsample_to)
+
+VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+
+class VGG16Backbone(nn.Module):
+  """VGG16 conv layers with swappable pooling.
+
+  Attributes:
+    pooling: one registry name for all five poolings, or one per stage; ``"stride_in_conv"``
+      drops that pooling and gives its stride to the stage's last conv (paper's Strided-C).
+    pool_options: per-method keyword arguments, e.g. ``{"p": {"clip_max": 35.0}}``.
+    output_stride: 16 (paper's VGG16-seg: pool5 is a 3x3 stride-1 pooling) or 32.
+    width: channel multiplier (1.0 is VGG16; smaller values for tests and CPU demos).
+
+  Returns a dict of features: ``pool3`` (stride 8), ``pool4`` (stride 16) and ``out``.
+  """
+  pooling: PoolingSpec = "max"
+  pool_options: Mapping[str, Mapping[str, Any]] | None = None
+  output_stride: int = 16
+  width: float = 1.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if self.output_stride not in (16, 32):
+      raise ValueError(f"VGG16Backbone: output_stride must be 16 or 32, got {self.output_stride}.")
+    pools = stage_poolings(self.pooling, 5, "VGG16Backbone")
+    feats = {}
+    for b, (block, pool_name) in enumerate(zip(VGG16_BLOCKS, pools), start=1):
+      last_stage_stride1 = b == 5 and self.output_stride == 16
+      stride = 1 if last_stage_stride1 else 2
+      for j, c in enumerate(block, start=1):
+        conv_stride = stride if (pool_name == STRIDE_IN_CONV and j == len(block)) else 1
+        x = nn.Conv(channels(c, self.width), (3, 3), strides=conv_stride, padding="SAME",
+                    name=f"conv{b}_{j}")(x)
+        x = nn.relu(x)
+      if pool_name != STRIDE_IN_CONV:
+        window = (3, 3) if last_stage_stride1 else (2, 2)
+        x = pool_layer(pool_name, window, (stride, stride), "SAME", self.pool_options,
+                       f"pool{b}")(x)
+      feats[f"pool{b}"] = x
+    return {"pool3": feats["pool3"], "pool4": feats["pool4"], "out": x}
+
+
+class VGG16Seg(nn.Module):
+  """The paper's VGG16 comparison model (§4.1): VGG16 convs, pool5 without stride (output
+  stride 16), a 1x1 classifier, bilinear upsampling to the input size."""
+  num_classes: int
+  pooling: PoolingSpec = "max"
+  pool_options: Mapping[str, Mapping[str, Any]] | None = None
+  width: float = 1.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    feats = VGG16Backbone(self.pooling, self.pool_options, 16, self.width, name="backbone")(x)
+    logits = nn.Conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
+    return upsample_to(logits, x.shape[1:3])
+
+
+class DeepLabLargeFOV(nn.Module):
+  """DeepLab-LargeFOV on VGG16-20M (Chen et al. 2015; paper Table 4, "16s"): VGG16 convs at
+  output stride 16, fc6 as a 3x3 conv with dilation 12 and 1024 channels, fc7 1x1 1024,
+  dropout 0.5 after each, a 1x1 classifier and bilinear upsampling."""
+  num_classes: int
+  pooling: PoolingSpec = "max"
+  pool_options: Mapping[str, Mapping[str, Any]] | None = None
+  width: float = 1.0
+  fc_channels: int = 1024
+  dilation: int = 12
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    feats = VGG16Backbone(self.pooling, self.pool_options, 16, self.width, name="backbone")(x)
+    h = feats["out"]
+    fc = channels(self.fc_channels, self.width)
+    h = nn.relu(nn.Conv(fc, (3, 3), kernel_dilation=self.dilation, padding="SAME", name="fc6")(h))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = nn.relu(nn.Conv(fc, (1, 1), name="fc7")(h))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    logits = nn.Conv(self.num_classes, (1, 1), name="fc8")(h)
+    return upsample_to(logits, x.shape[1:3])
+
+
+class FCN8s(nn.Module):
+  """FCN-8s (Long et al. 2015; paper Table 4, "8s") on VGG16: output stride 32, fc6 7x7 and
+  fc7 1x1 (4096), scores fused with 1x1 scores of pool4 and pool3, bilinear upsampling.
+
+  The paper's FCN backbone is InceptionV2-BN, which this project does not provide. FCN's
+  learned deconvolutions (initialised bilinear) are fixed bilinear resizes here.
+  """
+  num_classes: int
+  pooling: PoolingSpec = "max"
+  pool_options: Mapping[str, Mapping[str, Any]] | None = None
+  width: float = 1.0
+  fc_channels: int = 4096
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    feats = VGG16Backbone(self.pooling, self.pool_options, 32, self.width, name="backbone")(x)
+    fc = channels(self.fc_channels, self.width)
+    h = nn.relu(nn.Conv(fc, (7, 7), padding="SAME", name="fc6")(feats["out"]))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = nn.relu(nn.Conv(fc, (1, 1), name="fc7")(h))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    score = nn.Conv(self.num_classes, (1, 1), name="score_fr")(h)
+    # FCN scales the skip features before scoring (0.01 for pool4, 1e-4 for pool3).
+    s4 = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
+                 name="score_pool4")(feats["pool4"] * 0.01)
+    score = upsample_to(score, s4.shape[1:3]) + s4
+    s3 = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
+                 name="score_pool3")(feats["pool3"] * 1e-4)
+    score = upsample_to(score, s3.shape[1:3]) + s3
+    return upsample_to(score, x.shape[1:3])

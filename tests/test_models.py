@@ -1,0 +1,269 @@
+"""Segmentation models: shapes, output strides, parameter counts, every pooling in every
+slot, and the torchvision weight converter against an independent lax reference."""
+
+import math
+import subprocess
+import sys
+import tempfile
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from absl.testing import parameterized
+from jax import lax
+
+from ppool_jax import convert
+from ppool_jax.models import (MODELS, OUTPUT_STRIDES, DeepLabV3, ResNet50Backbone, ResNet50Seg,
+                              VGG16Backbone, VGG16Seg, build_model, count_params)
+from ppool_jax.nn import POOLINGS
+
+TINY = 0.0625  # width multiplier: 4-channel VGG stages keep CI fast
+
+
+def _init(model, x, train=False):
+  return model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x,
+                    train=train)
+
+
+class ShapesTest(parameterized.TestCase):
+
+  @parameterized.product(name=sorted(MODELS), size=[(32, 32), (48, 40), (64, 96)])
+  def test_logits_at_input_size(self, name, size):
+    model = build_model(name, num_classes=5, width=TINY)
+    x = jnp.zeros((2,) + size + (3,))
+    variables = jax.eval_shape(lambda: _init(model, x))
+    out = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    chex.assert_shape(out, (2,) + size + (5,))
+
+  @parameterized.parameters((32, 32), (48, 40), (64, 96))
+  def test_output_strides(self, h, w):
+    x = jnp.zeros((1, h, w, 3))
+    cases = [(VGG16Backbone(width=TINY), 16, lambda y: y["out"]),
+             (VGG16Backbone(width=TINY, output_stride=32), 32, lambda y: y["out"]),
+             (VGG16Backbone(width=TINY), 8, lambda y: y["pool3"]),
+             (ResNet50Backbone(width=TINY), 32, lambda y: y),
+             (ResNet50Backbone(width=TINY, output_stride=16), 16, lambda y: y),
+             (ResNet50Backbone(width=TINY, pooling="stride_in_conv"), 32, lambda y: y)]
+    for module, stride, pick in cases:
+      v = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))
+      out = pick(jax.eval_shape(lambda v: module.apply(v, x), v))
+      self.assertEqual(out.shape[1:3], (math.ceil(h / stride), math.ceil(w / stride)),
+                       (module, stride))
+    self.assertEqual(OUTPUT_STRIDES["resnet50_seg"], 32)
+
+  def test_parameter_counts_match_published_architectures(self):
+    x = jnp.zeros((1, 64, 64, 3))
+    vgg = jax.eval_shape(lambda: VGG16Backbone().init(jax.random.PRNGKey(0), x))
+    r50 = jax.eval_shape(lambda: ResNet50Backbone().init(jax.random.PRNGKey(0), x))
+    self.assertEqual(count_params(vgg["params"]), 14_714_688)   # 14.71M
+    self.assertEqual(count_params(r50["params"]), 23_508_032)   # 23.51M (without fc)
+    # P-pooling side branches add little: < 0.2% of VGG16's conv parameters.
+    vgg_p = jax.eval_shape(lambda: VGG16Backbone(pooling="p").init(jax.random.PRNGKey(0), x))
+    extra = count_params(vgg_p["params"]) - 14_714_688
+    self.assertGreater(extra, 0)
+    self.assertLess(extra / 14_714_688, 0.002)
+
+  def test_bad_pooling_config_is_an_error(self):
+    x = jnp.zeros((1, 32, 32, 3))
+    with self.assertRaisesRegex(ValueError, "needs 5 entries"):
+      VGG16Backbone(pooling=("p", "max")).init(jax.random.PRNGKey(0), x)
+    with self.assertRaisesRegex(ValueError, "unknown pooling 'maxx'"):
+      ResNet50Backbone(pooling="maxx").init(jax.random.PRNGKey(0), x)
+    with self.assertRaisesRegex(ValueError, "unknown model"):
+      build_model("unet", 3)
+
+
+class TrainStepTest(parameterized.TestCase):
+  """Every registry pooling (and Strided-C) in every slot trains one jit'd step."""
+
+  @parameterized.product(pooling=sorted(POOLINGS) + ["stride_in_conv"],
+                         model=["vgg16_seg", "resnet50_seg"])
+  def test_one_step(self, pooling, model):
+    net = build_model(model, num_classes=3, width=TINY, pooling=pooling)
+    x = jax.random.uniform(jax.random.PRNGKey(2), (2, 32, 32, 3))
+    y = jax.random.randint(jax.random.PRNGKey(3), (2, 32, 32), 0, 3)
+    variables = _init(net, x)
+    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+    tx = optax.sgd(0.1, momentum=0.9)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, state, opt):
+      def loss_fn(p):
+        logits, new_state = net.apply({"params": p, **state}, x, train=True,
+                                      mutable=list(state.keys()) + ["intermediates"],
+                                      rngs={"dropout": jax.random.PRNGKey(4)})
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_state
+      (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      updates, opt = tx.update(grads, opt, params)
+      return optax.apply_updates(params, updates), loss, grads
+
+    new_params, loss, grads = step(params, state, opt)
+    self.assertTrue(np.isfinite(float(loss)))
+    chex.assert_tree_all_finite(grads)
+    moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), params, new_params)
+    self.assertTrue(all(jax.tree_util.tree_leaves(moved["backbone"]["conv1_1" if model.startswith("vgg") else "conv1"])))
+
+
+# --- converter -------------------------------------------------------------------------------
+def torchvision_vgg16_state_dict(rng):
+  """Names and shapes of torchvision.models.vgg16().state_dict(), random values."""
+  sd, c_in, idx = {}, 3, 0
+  for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
+    if v == "M":
+      idx += 1
+      continue
+    sd[f"features.{idx}.weight"] = rng.normal(0, math.sqrt(2 / (9 * c_in)), (v, c_in, 3, 3))
+    sd[f"features.{idx}.bias"] = rng.normal(0, 0.1, (v,))
+    c_in, idx = v, idx + 2  # conv + ReLU
+  for i, (o, n) in {0: (4096, 25088), 3: (4096, 4096), 6: (1000, 4096)}.items():
+    sd[f"classifier.{i}.weight"] = np.zeros((o, n), np.float32)
+    sd[f"classifier.{i}.bias"] = np.zeros((o,), np.float32)
+  return {k: np.asarray(v, np.float32) for k, v in sd.items()}
+
+
+def torchvision_resnet50_state_dict(rng):
+  """Names and shapes of torchvision.models.resnet50().state_dict(), random values."""
+  sd = {}
+
+  def conv(name, o, i, k):
+    sd[f"{name}.weight"] = rng.normal(0, math.sqrt(2 / (k * k * i)), (o, i, k, k))
+
+  def bn(name, c):
+    sd[f"{name}.weight"] = rng.uniform(0.5, 1.5, (c,))
+    sd[f"{name}.bias"] = rng.normal(0, 0.1, (c,))
+    sd[f"{name}.running_mean"] = rng.normal(0, 0.1, (c,))
+    sd[f"{name}.running_var"] = rng.uniform(0.5, 2.0, (c,))
+    sd[f"{name}.num_batches_tracked"] = np.array(100)
+
+  conv("conv1", 64, 3, 7)
+  bn("bn1", 64)
+  inplanes = 64
+  for li, (planes, blocks) in enumerate([(64, 3), (128, 4), (256, 6), (512, 3)], 1):
+    for b in range(blocks):
+      p = f"layer{li}.{b}"
+      conv(f"{p}.conv1", planes, inplanes, 1)
+      bn(f"{p}.bn1", planes)
+      conv(f"{p}.conv2", planes, planes, 3)
+      bn(f"{p}.bn2", planes)
+      conv(f"{p}.conv3", planes * 4, planes, 1)
+      bn(f"{p}.bn3", planes * 4)
+      if b == 0:
+        conv(f"{p}.downsample.0", planes * 4, inplanes, 1)
+        bn(f"{p}.downsample.1", planes * 4)
+      inplanes = planes * 4
+  sd["fc.weight"] = np.zeros((1000, 2048))
+  sd["fc.bias"] = np.zeros((1000,))
+  return {k: np.asarray(v, np.float32) if v.dtype != np.int64 else v for k, v in sd.items()}
+
+
+def _conv_oihw(x, w, stride=1, padding=0, bias=None):
+  """Reference conv with torch-layout weights (NHWC activations, OIHW kernels)."""
+  y = lax.conv_general_dilated(x, jnp.asarray(w), (stride, stride), [(padding, padding)] * 2,
+                               dimension_numbers=("NHWC", "OIHW", "NHWC"),
+                               precision=lax.Precision.HIGHEST)
+  return y if bias is None else y + bias
+
+
+def _bn_eval(x, sd, name, eps=1e-5):
+  return ((x - sd[f"{name}.running_mean"]) / np.sqrt(sd[f"{name}.running_var"] + eps)
+          * sd[f"{name}.weight"] + sd[f"{name}.bias"])
+
+
+def reference_vgg16_features(sd, x):
+  """torchvision vgg16.features with pool5 made 3x3 stride 1 (our output stride 16)."""
+  idx = 0
+  for b, n in enumerate([2, 2, 3, 3, 3], 1):
+    for _ in range(n):
+      x = jax.nn.relu(_conv_oihw(x, sd[f"features.{idx}.weight"], padding=1,
+                                 bias=sd[f"features.{idx}.bias"]))
+      idx += 2
+    if b < 5:
+      x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    else:
+      x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 1, 1, 1), "SAME")
+    idx += 1
+  return x
+
+
+def reference_resnet50_features(sd, x):
+  """torchvision resnet50 up to layer4 (eval mode), written from its definition."""
+  x = jax.nn.relu(_bn_eval(_conv_oihw(x, sd["conv1.weight"], 2, 3), sd, "bn1"))
+  x = lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1),
+                        [(0, 0), (1, 1), (1, 1), (0, 0)])
+  for li, blocks in enumerate([3, 4, 6, 3], 1):
+    for b in range(blocks):
+      p = f"layer{li}.{b}"
+      stride = 2 if (b == 0 and li > 1) else 1
+      h = jax.nn.relu(_bn_eval(_conv_oihw(x, sd[f"{p}.conv1.weight"]), sd, f"{p}.bn1"))
+      h = jax.nn.relu(_bn_eval(_conv_oihw(h, sd[f"{p}.conv2.weight"], stride, 1), sd, f"{p}.bn2"))
+      h = _bn_eval(_conv_oihw(h, sd[f"{p}.conv3.weight"]), sd, f"{p}.bn3")
+      if b == 0:
+        x = _bn_eval(_conv_oihw(x, sd[f"{p}.downsample.0.weight"], stride), sd, f"{p}.downsample.1")
+      x = jax.nn.relu(h + x)
+  return x
+
+
+class ConverterTest(parameterized.TestCase):
+
+  def test_vgg16_safetensors_to_orbax_and_features(self):
+    from safetensors.numpy import save_file
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(0))
+    path = tempfile.mkdtemp()
+    save_file(sd, f"{path}/vgg16.safetensors")
+    # The CLI, as a user runs it.
+    subprocess.run([sys.executable, "-m", "ppool_jax.convert", "--arch", "vgg16", "--input",
+                    f"{path}/vgg16.safetensors", "--output", f"{path}/ckpt"], check=True)
+    restored = convert.restore(f"{path}/ckpt")
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
+    ours = VGG16Backbone().apply({"params": restored["params"]}, x)["out"]
+    ref = reference_vgg16_features(sd, x)
+    np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * float(jnp.abs(ref).max()))
+
+  def test_resnet50_features_and_merge_into_segmentation_model(self):
+    sd = torchvision_resnet50_state_dict(np.random.default_rng(1))
+    converted = convert.convert_state_dict("resnet50", sd)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
+    # "stride_in_conv" everywhere is the vanilla torchvision network.
+    ours = ResNet50Backbone(pooling="stride_in_conv").apply(converted, x)
+    ref = reference_resnet50_features(sd, x)
+    np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * float(jnp.abs(ref).max()))
+    # Into a P-pooling ResNet50Seg: backbone convs replaced, side branches kept.
+    model = ResNet50Seg(num_classes=21, pooling="p")
+    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+    variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
+    merged = convert.merge_backbone(variables, converted)
+    np.testing.assert_array_equal(merged["params"]["backbone"]["layer3_2"]["conv2"]["kernel"],
+                                  np.transpose(sd["layer3.2.conv2.weight"], (2, 3, 1, 0)))
+    np.testing.assert_array_equal(merged["batch_stats"]["backbone"]["bn1"]["var"],
+                                  sd["bn1.running_var"])
+    np.testing.assert_array_equal(
+        merged["params"]["backbone"]["pool_stage2"]["side_branch"]["conv_alpha"]["bias"], 0.0)
+
+  def test_mismatches_are_listed(self):
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(0))
+    sd["features.40.weight"] = np.zeros((3,), np.float32)
+    del sd["features.28.bias"]
+    sd["features.0.weight"] = np.zeros((64, 4, 3, 3), np.float32)
+    with self.assertRaisesRegex(convert.ConversionError,
+                                r"unexpected tensors: features.40.weight \| missing tensors: "
+                                r"features.28.bias \| misshaped tensors: features.0.weight: got "
+                                r"\(64, 4, 3, 3\), expected \(3, 3, 3, 64\)"):
+      convert.convert_state_dict("vgg16", sd)
+    with self.assertRaisesRegex(FileNotFoundError, "weights file not found"):
+      convert.load_state_dict("/nonexistent/vgg16.pth")
+
+  def test_pth_via_torch_when_installed(self):
+    torch = pytest.importorskip("torch")
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(0))
+    path = tempfile.mkdtemp() + "/vgg16.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
+    loaded = convert.load_state_dict(path)
+    np.testing.assert_array_equal(loaded["features.0.weight"], sd["features.0.weight"])
+
+
+if __name__ == "__main__":
+  pytest.main([__file__])
