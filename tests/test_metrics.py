@@ -119,6 +119,9 @@ class BoundaryTest(parameterized.TestCase):
     self.assertEqual(s["miou"], 1.0)
     self.assertEqual(s["boundary_f"], 1.0)
     self.assertEqual(s["small_structure_miou"], 1.0)
+    flat = segmentation_scores(segmentation_counts(jnp.zeros_like(label), jnp.asarray(label), K))
+    self.assertEqual(flat["boundary_f"], 0.0)       # boundaries exist, none predicted
+    self.assertTrue(np.isnan(flat["boundary_precision"]))
 
   @parameterized.parameters(1, 2)
   def test_trimap_mask_and_small_structure_iou(self, band):

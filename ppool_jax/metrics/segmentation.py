@@ -112,12 +112,18 @@ def boundary_counts(pred: jax.Array, label: jax.Array, tolerance: int = 1,
 
 
 def boundary_scores(counts) -> dict[str, float]:
+  """Precision, recall and F from ``boundary_counts``. No predicted boundary gives
+  precision NaN and F 0 (when the ground truth has boundaries); no ground-truth
+  boundary gives recall and F NaN."""
   mp, tp_, mg, tg = (float(c) for c in np.asarray(counts))
   precision = mp / tp_ if tp_ else float("nan")
   recall = mg / tg if tg else float("nan")
-  f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-  if np.isnan(precision) or np.isnan(recall):
+  if not tg:
     f = float("nan")
+  elif not tp_ or precision + recall == 0:
+    f = 0.0
+  else:
+    f = 2 * precision * recall / (precision + recall)
   return {"boundary_precision": precision, "boundary_recall": recall, "boundary_f": f}
 
 

@@ -20,14 +20,16 @@ VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 51
 
 
 class VGG16Backbone(nn.Module):
-  """VGG16 conv layers with swappable pooling.
+  """VGG16 conv layers (or any VGG-style ``blocks``) with swappable pooling.
 
   Attributes:
-    pooling: one registry name for all five poolings, or one per stage; ``"stride_in_conv"``
+    pooling: one registry name for all poolings, or one per stage; ``"stride_in_conv"``
       drops that pooling and gives its stride to the stage's last conv (paper's Strided-C).
     pool_options: per-method keyword arguments, e.g. ``{"p": {"clip_max": 35.0}}``.
-    output_stride: 16 (paper's VGG16-seg: pool5 is a 3x3 stride-1 pooling) or 32.
+    output_stride: ``2**(n-1)`` (paper's VGG16-seg, 16: the last pooling is 3x3 stride 1)
+      or ``2**n`` for ``n`` stages.
     width: channel multiplier (1.0 is VGG16; smaller values for tests and CPU demos).
+    blocks: conv channels per stage, one pooling after each (default VGG16's five).
 
   Returns a dict of features: ``pool3`` (stride 8), ``pool4`` (stride 16) and ``out``.
   """
@@ -35,15 +37,18 @@ class VGG16Backbone(nn.Module):
   pool_options: Mapping[str, Mapping[str, Any]] | None = None
   output_stride: int = 16
   width: float = 1.0
+  blocks: tuple[tuple[int, ...], ...] = VGG16_BLOCKS
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    if self.output_stride not in (16, 32):
-      raise ValueError(f"VGG16Backbone: output_stride must be 16 or 32, got {self.output_stride}.")
-    pools = stage_poolings(self.pooling, 5, "VGG16Backbone")
+    n = len(self.blocks)
+    if self.output_stride not in (2 ** (n - 1), 2 ** n):
+      raise ValueError(f"VGG16Backbone: output_stride must be {2 ** (n - 1)} or {2 ** n} for "
+                       f"{n} stages, got {self.output_stride}.")
+    pools = stage_poolings(self.pooling, n, "VGG16Backbone")
     feats = {}
-    for b, (block, pool_name) in enumerate(zip(VGG16_BLOCKS, pools), start=1):
-      last_stage_stride1 = b == 5 and self.output_stride == 16
+    for b, (block, pool_name) in enumerate(zip(self.blocks, pools), start=1):
+      last_stage_stride1 = b == n and self.output_stride == 2 ** (n - 1)
       stride = 1 if last_stage_stride1 else 2
       for j, c in enumerate(block, start=1):
         conv_stride = stride if (pool_name == STRIDE_IN_CONV and j == len(block)) else 1
@@ -55,20 +60,23 @@ class VGG16Backbone(nn.Module):
         x = pool_layer(pool_name, window, (stride, stride), "SAME", self.pool_options,
                        f"pool{b}")(x)
       feats[f"pool{b}"] = x
-    return {"pool3": feats["pool3"], "pool4": feats["pool4"], "out": x}
+    return {"pool3": feats.get("pool3"), "pool4": feats.get("pool4"), "out": x}
 
 
 class VGG16Seg(nn.Module):
   """The paper's VGG16 comparison model (§4.1): VGG16 convs, pool5 without stride (output
-  stride 16), a 1x1 classifier, bilinear upsampling to the input size."""
+  stride 16), a 1x1 classifier, bilinear upsampling to the input size. Other ``blocks``
+  give smaller VGG-style nets (the demo's), still with a stride-1 last pooling."""
   num_classes: int
   pooling: PoolingSpec = "max"
   pool_options: Mapping[str, Mapping[str, Any]] | None = None
   width: float = 1.0
+  blocks: tuple[tuple[int, ...], ...] = VGG16_BLOCKS
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    feats = VGG16Backbone(self.pooling, self.pool_options, 16, self.width, name="backbone")(x)
+    feats = VGG16Backbone(self.pooling, self.pool_options, 2 ** (len(self.blocks) - 1),
+                          self.width, tuple(map(tuple, self.blocks)), name="backbone")(x)
     logits = nn.Conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
     return upsample_to(logits, x.shape[1:3])
 

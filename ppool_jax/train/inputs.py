@@ -1,0 +1,60 @@
+"""Builds the train and eval sources of a config, with a clear error when data is missing."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource
+from ppool_jax.data.folders import get_spec
+from ppool_jax.data.synthetic import NUM_CLASSES as SYNTHETIC_CLASSES
+
+
+class MissingDataError(FileNotFoundError):
+  pass
+
+
+def num_classes(cfg: ml_collections.ConfigDict) -> int:
+  d = cfg.dataset
+  return SYNTHETIC_CLASSES if d.name == "synthetic" else get_spec(d.name).num_classes
+
+
+def augment_config(cfg: ml_collections.ConfigDict) -> AugmentConfig:
+  d = cfg.dataset
+  return AugmentConfig(crop_size=(d.crop_size, d.crop_size), scale_range=tuple(d.scale_range),
+                       flip=d.flip)
+
+
+def _check_root(d) -> None:
+  if d.reader == "folder":
+    if not d.root:
+      raise MissingDataError(
+          f"config.dataset.root is empty: {d.name} needs its extracted folder on disk "
+          f"(see README, 'Real datasets'); pass --config.dataset.root=/path/to/{d.name}.")
+    if not os.path.isdir(os.path.expanduser(d.root)):
+      raise MissingDataError(f"{d.name}: dataset folder not found: {d.root} (see README, "
+                             "'Real datasets').")
+  elif d.reader == "tfds":
+    if not d.data_dir:
+      raise MissingDataError(f"config.dataset.data_dir is empty: prepare {d.name} with "
+                             "`python -m ppool_jax.data.prepare` and pass its --data_dir.")
+  else:
+    raise ValueError(f"unknown dataset reader {d.reader!r}; choose folder or tfds.")
+
+
+def sources(cfg: ml_collections.ConfigDict):
+  """(train_source, eval_source) for the config's dataset."""
+  d = cfg.dataset
+  if d.name == "synthetic":
+    train = SyntheticSource(d.synthetic_train, d.synthetic_size, d.synthetic_seed)
+    # A disjoint seed: evaluation scenes are never seen in training.
+    evaluation = SyntheticSource(d.synthetic_eval, d.synthetic_size, d.synthetic_seed + 10_000)
+    return train, evaluation
+  _check_root(d)
+  if d.reader == "folder":
+    root = os.path.expanduser(d.root)
+    return FolderSource(d.name, root, d.train_split), FolderSource(d.name, root, d.eval_split)
+  from ppool_jax.data.tfds_builders import TfdsSource
+  data_dir = os.path.expanduser(d.data_dir)
+  return TfdsSource(d.name, d.train_split, data_dir), TfdsSource(d.name, d.eval_split, data_dir)

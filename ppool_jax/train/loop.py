@@ -1,0 +1,137 @@
+"""The training loop: data-parallel pmap, resume, periodic eval, logging, checkpoints."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from ppool_jax import convert
+from ppool_jax.data import TrainLoader, eval_batches
+from ppool_jax.metrics import segmentation_scores
+from ppool_jax.models import build_model
+from ppool_jax.train.checkpoints import Checkpoints
+from ppool_jax.train.inputs import augment_config, num_classes, sources
+from ppool_jax.train.optim import make_optimizer
+from ppool_jax.train.steps import AXIS, TrainState, make_eval_step, make_train_step
+from ppool_jax.train.writers import MetricWriter
+
+_BN_MODELS = ("resnet50_seg", "deeplabv3")
+
+
+class NonFiniteTrainingError(RuntimeError):
+  pass
+
+
+def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
+  """``jax.distributed.initialize`` for multi-host runs (a coordinator address is set)."""
+  d = cfg.distributed
+  if d.coordinator_address and not jax.distributed.is_initialized():
+    jax.distributed.initialize(coordinator_address=d.coordinator_address,
+                               num_processes=d.num_processes, process_id=d.process_id)
+
+
+def model_from_config(cfg: ml_collections.ConfigDict):
+  m = cfg.model
+  pooling = m.pooling if isinstance(m.pooling, str) else tuple(m.pooling)
+  kwargs: dict[str, Any] = dict(pooling=pooling, width=m.width,
+                                pool_options=m.pool_options.to_dict() if m.pool_options else None)
+  if m.blocks:
+    kwargs["blocks"] = tuple(tuple(b) for b in m.blocks)
+  if m.name in _BN_MODELS:
+    kwargs.update(frozen_bn=m.frozen_bn, bn_axis_name=AXIS)
+  return build_model(m.name, num_classes(cfg), **kwargs)
+
+
+def init_state(cfg, model, tx, image_shape) -> TrainState:
+  rng = jax.random.PRNGKey(cfg.seed)
+  init_rng, dropout_rng, train_rng = jax.random.split(rng, 3)
+  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  variables = jax.jit(lambda: model.init({"params": init_rng, "dropout": dropout_rng}, x))()
+  variables = {k: v for k, v in variables.items() if k != "intermediates"}
+  if cfg.model.pretrained:
+    variables = convert.merge_backbone(variables, convert.restore(cfg.model.pretrained))
+  params = variables.pop("params")
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                    opt_state=tx.init(params), rng=train_rng,
+                    nonfinite=jnp.zeros((), jnp.int32))
+
+
+def evaluate(p_eval, rstate, eval_source, cfg, num_devices: int) -> dict:
+  limit = None if cfg.eval_limit < 0 else cfg.eval_limit
+  totals = None
+  for batch in eval_batches(eval_source, num_devices, augment_config(cfg), multiple=1,
+                            limit=limit):
+    counts = jax.device_get(p_eval(rstate, batch))
+    counts = jax.tree_util.tree_map(lambda c: np.asarray(c[0], np.int64), counts)
+    totals = counts if totals is None else jax.tree_util.tree_map(np.add, totals, counts)
+  return segmentation_scores(totals)
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict]:
+  """Trains (or resumes) a run in ``workdir``; returns the final state and eval scores."""
+  maybe_initialize_distributed(cfg)
+  process, nproc = jax.process_index(), jax.process_count()
+  num_devices = jax.local_device_count()
+  train_source, eval_source = sources(cfg)
+  aug = augment_config(cfg)
+  loader = TrainLoader(train_source, global_batch_size=cfg.global_batch_size,
+                       num_devices=num_devices, seed=cfg.seed, cfg=aug, process_index=process,
+                       process_count=nproc, num_workers=cfg.dataset.num_workers)
+  model = model_from_config(cfg)
+  tx = make_optimizer(cfg)
+  state = init_state(cfg, model, tx, aug.crop_size + (3,))
+  ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
+  start = ckpts.latest_step() or 0
+  if start:
+    state = ckpts.restore(start, jax.device_get(state))
+    logging.info("resumed from step %d in %s", start, workdir)
+  rstate = flax.jax_utils.replicate(state)
+  p_train = jax.pmap(make_train_step(model, tx), axis_name=AXIS, donate_argnums=(0,))
+  p_eval = jax.pmap(make_eval_step(model, num_classes(cfg)), axis_name=AXIS)
+  writer = MetricWriter(workdir, enabled=process == 0)
+  bar = tqdm(total=cfg.total_steps, initial=start, disable=process != 0 or not cfg.progress_bar,
+             desc="train", unit="step", dynamic_ncols=True)
+  scores: dict = {}
+  skipped = 0
+  t0, s0 = time.perf_counter(), start
+  try:
+    for step in range(start, cfg.total_steps):
+      rstate, metrics = p_train(rstate, loader.batch(step))
+      metrics = jax.tree_util.tree_map(lambda m: m[0], jax.device_get(metrics))
+      done = step + 1
+      if not metrics["finite"]:
+        skipped += 1
+        nonfinite = int(jax.device_get(rstate.nonfinite[0]))
+        logging.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
+                        done, nonfinite)
+        if nonfinite >= cfg.max_consecutive_nonfinite:
+          raise NonFiniteTrainingError(
+              f"{nonfinite} consecutive non-finite updates at step {done}: stopping. The last "
+              f"finite checkpoint (step {ckpts.latest_step()}) in {workdir} is intact; lower the "
+              "learning rate or check the data.")
+      bar.update(1)
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+      if done % cfg.log_every == 0 or done == cfg.total_steps:
+        rate = (done - s0) / (time.perf_counter() - t0)
+        writer.write(done, "train", {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
+                                     "steps_per_second": rate, "skipped_updates": skipped})
+      if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
+        ckpts.save(done, jax.device_get(flax.jax_utils.unreplicate(rstate)))
+      if done % cfg.eval_every == 0 or done == cfg.total_steps:
+        scores = evaluate(p_eval, rstate, eval_source, cfg, num_devices)
+        writer.write(done, "eval", scores)
+        bar.write(f"step {done}: " + ", ".join(
+            f"{k}={v:.4f}" for k, v in scores.items() if np.ndim(v) == 0))
+  finally:
+    bar.close()
+    ckpts.close()
+    writer.close()
+  return flax.jax_utils.unreplicate(rstate), scores

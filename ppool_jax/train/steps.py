@@ -1,0 +1,89 @@
+"""pmap-able train and eval steps (axis name ``"batch"``).
+
+The loss is the cross-entropy averaged over the valid pixels of the *global* batch:
+each device sums its pixels' losses and divides by the psum of valid-pixel counts, and
+gradients are psum'd. One step on D devices therefore equals the same step on one
+device with the whole batch (BatchNorm statistics are averaged over the same axis).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from ppool_jax.data.pipeline import IGNORE
+from ppool_jax.metrics import segmentation_counts
+
+AXIS = "batch"
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  model_state: Any          # e.g. {"batch_stats": ...}; {} for models without BatchNorm
+  opt_state: Any
+  rng: jax.Array
+  nonfinite: jax.Array      # consecutive skipped (non-finite) updates
+
+
+def pixel_cross_entropy(logits, labels):
+  """Per-pixel cross-entropy and validity mask (label 255 is ignored)."""
+  valid = labels != IGNORE
+  safe = jnp.where(valid, labels, 0)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
+  return jnp.where(valid, ce, 0.0), valid
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def make_train_step(model, tx):
+  def train_step(state: TrainState, batch):
+    rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(AXIS))
+    count = jax.lax.psum(jnp.sum(batch["label"] != IGNORE), AXIS)
+    count = jnp.maximum(count, 1).astype(jnp.float32)
+    mutable = list(state.model_state.keys())
+
+    def loss_fn(params):
+      logits, new_model_state = model.apply(
+          {"params": params, **state.model_state}, batch["image"], train=True,
+          mutable=mutable, rngs={"dropout": rng})
+      ce, _ = pixel_cross_entropy(logits, batch["label"])
+      return jnp.sum(ce) / count, new_model_state
+
+    (loss, new_model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.psum(grads, AXIS)
+    loss = jax.lax.psum(loss, AXIS)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    updates, new_opt = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    # A non-finite loss or gradient skips the update entirely (params, optimizer and
+    # BatchNorm statistics stay as they were) and is counted.
+    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(new_params, state.params),
+        opt_state=keep(new_opt, state.opt_state),
+        model_state=keep(dict(new_model_state), state.model_state),
+        nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
+    )
+    metrics = {"loss": loss, "finite": finite, "grad_norm": optax.global_norm(grads)}
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model, num_classes: int):
+  def eval_step(state: TrainState, batch):
+    images, labels = batch["image"], batch["label"]     # (1, H, W, 3), (1, H, W) per device
+    logits = model.apply({"params": state.params, **state.model_state}, images, train=False)
+    counts = segmentation_counts(jnp.argmax(logits, -1), labels, num_classes)
+    return jax.lax.psum(counts, AXIS)
+
+  return eval_step
