@@ -25,7 +25,9 @@ RESNET50_LAYERS = ((64, 3), (128, 4), (256, 6), (512, 3))
 
 def _bn(train: bool, frozen: bool, axis_name: str | None, name: str):
   # torchvision's BatchNorm2d: eps 1e-5, momentum 0.1 (flax's 0.9).
+  # Two-pass variance: E[x^2] - E[x]^2 loses most digits when |mean| >> std.
   return nn.BatchNorm(use_running_average=not train or frozen, momentum=0.9, epsilon=1e-5,
+                      use_fast_variance=False,
                       axis_name=axis_name if train and not frozen else None, name=name)
 
 

@@ -54,7 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "vgg16_seg"            # see ppool_jax.models.MODELS
-  c.model.pooling = "p"                 # one name or one per stage (tuple)
+  c.model.pooling = "p"                 # one name, or one per stage: "p,max,max,max,max"
   c.model.pool_options = ml_collections.ConfigDict({"p": {"clip_max": 35.0}})
   c.model.width = 1.0
   c.model.blocks = ml_collections.config_dict.placeholder(tuple)  # VGG-style nets only

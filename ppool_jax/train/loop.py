@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -30,6 +31,12 @@ class NonFiniteTrainingError(RuntimeError):
   pass
 
 
+def unreplicate(tree):
+  """The first device's copy (``flax.jax_utils.unreplicate`` keeps the device axis of
+  single-device pmap outputs)."""
+  return jax.tree_util.tree_map(lambda x: np.asarray(x)[0], tree)
+
+
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
   """``jax.distributed.initialize`` for multi-host runs (a coordinator address is set)."""
   d = cfg.distributed
@@ -40,7 +47,8 @@ def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
 
 def model_from_config(cfg: ml_collections.ConfigDict):
   m = cfg.model
-  pooling = m.pooling if isinstance(m.pooling, str) else tuple(m.pooling)
+  # "p" for every stage, or one name per stage separated by commas ("p,max,max,max,max").
+  pooling = tuple(m.pooling.split(",")) if "," in m.pooling else m.pooling
   kwargs: dict[str, Any] = dict(pooling=pooling, width=m.width,
                                 pool_options=m.pool_options.to_dict() if m.pool_options else None)
   if m.blocks:
@@ -57,7 +65,14 @@ def init_state(cfg, model, tx, image_shape) -> TrainState:
   variables = jax.jit(lambda: model.init({"params": init_rng, "dropout": dropout_rng}, x))()
   variables = {k: v for k, v in variables.items() if k != "intermediates"}
   if cfg.model.pretrained:
-    variables = convert.merge_backbone(variables, convert.restore(cfg.model.pretrained))
+    path = os.path.expanduser(cfg.model.pretrained)
+    if not os.path.isdir(path):
+      raise FileNotFoundError(
+          f"pretrained weights not found: {cfg.model.pretrained}. Convert torchvision ImageNet "
+          f"weights with `python -m ppool_jax.convert --arch <vgg16|resnet50> --input <file> "
+          f"--output {cfg.model.pretrained}`, or pass --config.model.pretrained= to train from "
+          "scratch.")
+    variables = convert.merge_backbone(variables, convert.restore(path))
   params = variables.pop("params")
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                     opt_state=tx.init(params), rng=train_rng,
@@ -124,14 +139,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
         writer.write(done, "train", {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
                                      "steps_per_second": rate, "skipped_updates": skipped})
       if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
-        ckpts.save(done, jax.device_get(flax.jax_utils.unreplicate(rstate)))
+        ckpts.save(done, jax.device_get(unreplicate(rstate)))
       if done % cfg.eval_every == 0 or done == cfg.total_steps:
         scores = evaluate(p_eval, rstate, eval_source, cfg, num_devices)
         writer.write(done, "eval", scores)
-        bar.write(f"step {done}: " + ", ".join(
-            f"{k}={v:.4f}" for k, v in scores.items() if np.ndim(v) == 0))
+        if process == 0:
+          bar.write(f"step {done}: " + ", ".join(
+              f"{k}={v:.4f}" for k, v in scores.items() if np.ndim(v) == 0))
   finally:
     bar.close()
     ckpts.close()
     writer.close()
-  return flax.jax_utils.unreplicate(rstate), scores
+  return unreplicate(rstate), scores

@@ -73,7 +73,7 @@ def make_train_step(model, tx):
         model_state=keep(dict(new_model_state), state.model_state),
         nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
     )
-    metrics = {"loss": loss, "finite": finite, "grad_norm": optax.global_norm(grads)}
+    metrics = {"loss": loss, "finite": finite, "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
 
   return train_step

@@ -24,7 +24,8 @@ class MetricWriter:
       return
     scalars = {k: float(v) for k, v in metrics.items() if np.ndim(v) == 0}
     for k, v in scalars.items():
-      self.tb.add_scalar(f"{split}/{k}", v, step)
+      if np.isfinite(v):  # NaN scores (e.g. no predicted boundary) go to the CSV only
+        self.tb.add_scalar(f"{split}/{k}", v, step)
     self.tb.flush()
     new = not os.path.exists(self.csv_path)
     with open(self.csv_path, "a", newline="") as f:

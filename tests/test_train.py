@@ -1,0 +1,222 @@
+"""Training: data-parallel equivalence, non-finite guard, kill-and-resume, multi-host, configs."""
+
+import glob
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+import tiny_config
+from ppool_jax.train import make_train_step, model_from_config, train
+from ppool_jax.train.checkpoints import Checkpoints, NonFiniteStateError
+from ppool_jax.train.config import summed_lr_to_mean_lr
+from ppool_jax.train.inputs import MissingDataError
+from ppool_jax.train.loop import NonFiniteTrainingError, init_state, unreplicate
+from ppool_jax.train.optim import learning_rate_schedule, make_optimizer
+from ppool_jax.train.steps import AXIS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def _cfg(**model):
+  cfg = tiny_config.get_config()
+  for k, v in model.items():
+    cfg.model[k] = v
+  return cfg
+
+
+def _batch(n, size=32, seed=0, classes=6):
+  rng = np.random.default_rng(seed)
+  image = rng.normal(size=(n, size, size, 3)).astype(np.float32)
+  label = rng.integers(0, classes, (n, size, size)).astype(np.int32)
+  label[:, :3] = 255
+  return {"image": image, "label": label}
+
+
+@pytest.mark.parametrize("model", [dict(name="vgg16_seg", pooling="p"),
+                                   dict(name="resnet50_seg", pooling="p", width=0.0625,
+                                        blocks=None)])
+def test_8_device_step_equals_1_device_step_on_the_whole_batch(model):
+  cfg = _cfg(**model)
+  net = model_from_config(cfg)
+  tx = make_optimizer(cfg)
+  state = init_state(cfg, net, tx, (32, 32, 3))
+  batch = _batch(8)
+  step = make_train_step(net, tx)
+  outs = []
+  for d in (8, 1):
+    devices = jax.local_devices()[:d]
+    p_step = jax.pmap(step, axis_name=AXIS, devices=devices)
+    sharded = jax.tree_util.tree_map(lambda x: x.reshape((d, 8 // d) + x.shape[1:]), batch)
+    new, metrics = p_step(flax.jax_utils.replicate(state, devices), sharded)
+    outs.append((jax.device_get(unreplicate(new)), jax.device_get(metrics)))
+  (s8, m8), (s1, m1) = outs
+  # float32 reductions run in another order; BatchNorm amplifies that. Without
+  # synchronised statistics (a per-device batch of 1) the updates differ by far more.
+  tol = 1e-2 if cfg.model.name == "resnet50_seg" else 1e-4
+  np.testing.assert_allclose(m8["loss"][0], m1["loss"][0], rtol=tol)
+
+  def close(new8, new1, old):
+    d8, d1 = np.asarray(new8) - np.asarray(old), np.asarray(new1) - np.asarray(old)
+    scale = np.abs(d1).max()
+    assert np.abs(d8 - d1).max() <= tol * scale + 1e-7, (np.abs(d8 - d1).max(), scale)
+    return scale
+
+  scales = jax.tree_util.tree_map(close, s8.params, s1.params, state.params)
+  jax.tree_util.tree_map(close, s8.model_state, s1.model_state, state.model_state)
+  # The step really moved the parameters (else the comparison above says nothing).
+  assert max(jax.tree_util.tree_leaves(scales)) > 1e-4
+
+
+def test_nonfinite_update_is_skipped_counted_and_stops_the_run(tmp_path):
+  cfg = _cfg()
+  net = model_from_config(cfg)
+  tx = make_optimizer(cfg)
+  state = init_state(cfg, net, tx, (32, 32, 3))
+  p_step = jax.pmap(make_train_step(net, tx), axis_name=AXIS)
+  bad = _batch(8)
+  bad["image"][0, 5, 5, 0] = np.nan
+  d = jax.local_device_count()
+  shard = lambda b: jax.tree_util.tree_map(lambda x: x.reshape((d, 8 // d) + x.shape[1:]), b)
+  r = flax.jax_utils.replicate(state)
+  r, m = p_step(r, shard(bad))
+  assert not bool(m["finite"][0]) and int(r.nonfinite[0]) == 1 and int(r.step[0]) == 1
+  chex.assert_trees_all_equal(unreplicate(r).params, state.params)
+  r, m = p_step(r, shard(_batch(8)))
+  assert bool(m["finite"][0]) and int(r.nonfinite[0]) == 0
+  # A whole run on poisoned data stops with a clear error and keeps no broken checkpoint.
+  cfg.total_steps, cfg.max_consecutive_nonfinite, cfg.optim.learning_rate = 30, 3, 1e30
+  with pytest.raises(NonFiniteTrainingError, match="consecutive non-finite updates"):
+    train(cfg, str(tmp_path / "run"))
+  for step_dir in glob.glob(str(tmp_path / "run" / "checkpoints" / "*")):
+    restored = ocp.StandardCheckpointer().restore(os.path.join(step_dir, "default"))
+    for leaf in jax.tree_util.tree_leaves(restored):
+      assert np.all(np.isfinite(leaf))
+  ckpt = Checkpoints(str(tmp_path / "other"), 2)
+  with pytest.raises(NonFiniteStateError, match="refusing to checkpoint"):
+    ckpt.save(1, {"w": np.array([1.0, np.nan])})
+  ckpt.close()
+
+
+def _train_cmd(workdir, *extra):
+  return [sys.executable, "-m", "ppool_jax.train", "--config", os.path.join(TESTS, "tiny_config.py"),
+          "--workdir", workdir, *extra]
+
+
+def _env():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return env
+
+
+def _final_params(workdir, step):
+  restored = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
+                                                             "default"))
+  return restored["params"]
+
+
+def _saved_steps(workdir):
+  names = [os.path.basename(p) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))]
+  return sorted(int(n) for n in names if n.isdigit())  # not orbax's in-progress tmp dirs
+
+
+def test_killed_run_resumes_to_the_same_parameters(tmp_path):
+  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+  subprocess.run(_train_cmd(full), check=True, env=_env(), capture_output=True)
+  proc = subprocess.Popen(_train_cmd(killed), env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 120
+  while time.time() < deadline and not _saved_steps(killed):
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps = _saved_steps(killed)
+  assert steps and steps[-1] < 120
+  subprocess.run(_train_cmd(killed), check=True, env=_env(), capture_output=True)
+  chex.assert_trees_all_close(_final_params(killed, 120), _final_params(full, 120), rtol=1e-5,
+                              atol=1e-7)
+
+
+def test_two_processes_hold_identical_parameters(tmp_path):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = str(s.getsockname()[1])
+  worker = os.path.join(TESTS, "multihost_worker.py")
+  procs = [subprocess.Popen([sys.executable, worker, str(p), port, str(tmp_path / "w"),
+                             str(tmp_path / f"p{p}.npz")], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for p in (0, 1)]
+  for p in procs:
+    out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out.decode()[-3000:]
+  a, b = np.load(tmp_path / "p0.npz"), np.load(tmp_path / "p1.npz")
+  assert len(a.files) > 0
+  for k in a.files:
+    np.testing.assert_array_equal(a[k], b[k])
+  assert os.path.isdir(tmp_path / "w" / "checkpoints" / "6")
+
+
+def test_schedules_and_lr_mapping():
+  cfg = tiny_config.get_config()
+  cfg.optim.learning_rate, cfg.optim.step_boundaries, cfg.optim.step_factor = 1.0, (6000,), 0.1
+  sched = learning_rate_schedule(cfg, 10_000)
+  assert float(sched(5999)) == pytest.approx(1.0) and float(sched(6001)) == pytest.approx(0.1)
+  cfg.optim.schedule, cfg.optim.poly_power = "poly", 0.9
+  sched = learning_rate_schedule(cfg, 10_000)
+  assert float(sched(5000)) == pytest.approx(0.5 ** 0.9, rel=1e-5)
+  # SGD on the mean loss at lr * P takes the step SGD on the summed loss takes at lr.
+  grads_sum = {"w": jnp.array([3.0, -2.0])}
+  p = 321 * 321 * 10
+  assert summed_lr_to_mean_lr(2e-7, 321, 10) == pytest.approx(2e-7 * p)
+  u_sum, _ = optax.sgd(2e-7).update(grads_sum, optax.sgd(2e-7).init(grads_sum))
+  grads_mean = jax.tree_util.tree_map(lambda g: g / p, grads_sum)
+  tx = optax.sgd(summed_lr_to_mean_lr(2e-7, 321, 10))
+  u_mean, _ = tx.update(grads_mean, tx.init(grads_mean))
+  chex.assert_trees_all_close(u_mean, u_sum, rtol=1e-6)
+
+
+CONFIGS = [("synthetic_demo.py", None), ("table1.py", "voc_aug,vgg16,p"),
+           ("table1.py", "cityscapes,resnet50,strided_c"), ("table1.py", "ade20k,vgg16,all_c"),
+           ("table45.py", "deeplab_largefov,voc_aug,p"), ("table45.py", "fcn8s,ade20k,max"),
+           ("table45.py", "deeplabv3,voc_aug,p"), ("table6.py", "pool3"), ("table6.py", "all_max")]
+
+
+@pytest.mark.parametrize("name,arg", CONFIGS)
+def test_configs_build_their_model(name, arg):
+  from ml_collections import config_flags  # noqa: F401  (loads config files like the CLI)
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "experiments", "configs", name))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config(arg) if arg else module.get_config()
+  assert isinstance(cfg, ml_collections.ConfigDict)
+  net = model_from_config(cfg)
+  x = jnp.zeros((1, 64, 64, 3))
+  variables = jax.eval_shape(lambda: net.init({"params": jax.random.PRNGKey(0),
+                                               "dropout": jax.random.PRNGKey(1)}, x))
+  out = jax.eval_shape(lambda v: net.apply(v, x), variables)
+  assert out.shape[:3] == (1, 64, 64)
+  if cfg.dataset.name != "synthetic":
+    cfg.dataset.root = "/nonexistent/dataset"
+    with pytest.raises(MissingDataError, match="dataset folder not found: /nonexistent/dataset"):
+      train(cfg, "/tmp/unused")
+
+
+def test_missing_pretrained_weights_is_a_clear_error(tmp_path):
+  cfg = _cfg()
+  cfg.model.pretrained = str(tmp_path / "weights")
+  with pytest.raises(FileNotFoundError, match="pretrained weights not found.*ppool_jax.convert"):
+    train(cfg, str(tmp_path / "run"))
