@@ -17,13 +17,15 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m ppool_jax.demo --workdir runs/demo
+	XLA_FLAGS= $(PY) -m ppool_jax.demo --workdir runs/demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	cd notebooks && ../$(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=300 *.ipynb
 
 bench: $(VENV)/.installed
-	XLA_FLAGS= $(PY) experiments/bench/pool_op.py
+	XLA_FLAGS= $(PY) experiments/bench/pool_op.py --out experiments/results/pool_op.md
+	XLA_FLAGS= $(PY) experiments/bench/train_step.py --out experiments/results/train_step.md
 
 clean:
 	rm -rf $(VENV) runs

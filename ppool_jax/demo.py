@@ -72,6 +72,8 @@ def save_picture(cfg, state, eval_source, path: str, n: int = 4) -> None:
 
 
 def main(_):
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   from ppool_jax.train import train
   from ppool_jax.train.inputs import num_classes, sources
   cfg = FLAGS.config

@@ -17,7 +17,7 @@ FLAGS = flags.FLAGS
 
 def main(_):
   from ppool_jax.train.loop import train
-  logging.set_verbosity(logging.INFO)
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   _, scores = train(FLAGS.config, FLAGS.workdir)
   if scores:
     print("final eval: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()

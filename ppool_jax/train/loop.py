@@ -107,7 +107,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
   start = ckpts.latest_step() or 0
   if start:
     state = ckpts.restore(start, jax.device_get(state))
-    logging.info("resumed from step %d in %s", start, workdir)
+    logging.warning("resumed from step %d in %s", start, workdir)
   rstate = flax.jax_utils.replicate(state)
   p_train = jax.pmap(make_train_step(model, tx), axis_name=AXIS, donate_argnums=(0,))
   p_eval = jax.pmap(make_eval_step(model, num_classes(cfg)), axis_name=AXIS)
