@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ppool_jax.ops import p_pool, window_geometry, window_members
-from ppool_jax.ops.windows import Padding
+from ppool_jax.ops.windows import Padding, fold, masked
 
 SIDE_BRANCH = "side_branch"  # module name that marks parameters trained at the side-branch LR
 
@@ -34,15 +34,8 @@ class _Pool(nn.Module):
     return members, masks, jnp.asarray(geom.valid_count(), x.dtype)
 
 
-def _masked(values, masks, fill):
-  return [v if m is None else jnp.where(m, v, fill) for v, m in zip(values, masks)]
-
-
 def _sum(values):
-  out = values[0]
-  for v in values[1:]:
-    out = out + v
-  return out
+  return fold(jnp.add, values)
 
 
 class MaxPool(_Pool):
@@ -184,14 +177,12 @@ class LpPool(_Pool):
     rho = self.param("rho", nn.initializers.constant(rho0), (x.shape[-1],))
     p = 1.0 + jax.nn.softplus(rho)
     members, masks, count = self._members(jnp.abs(x))
-    m = _masked(members, masks, 0.0)
-    top = m[0]
-    for v in m[1:]:
-      top = jnp.maximum(top, v)
+    m = masked(members, masks, 0.0)
+    top = fold(jnp.maximum, m)
     safe_top = jnp.where(top > 0, top, 1.0)
     powered = [jnp.where(v > 0, jnp.exp(p * jnp.log(jnp.where(v > 0, v, 1.0) / safe_top)), 0.0)
                for v in m]
-    mean = _sum(_masked(powered, masks, 0.0)) / count
+    mean = _sum(masked(powered, masks, 0.0)) / count
     # The inner where keeps log(0) of all-zero windows out of the gradient.
     mean = jnp.where(top > 0, mean, 1.0)
     return jnp.where(top > 0, top * jnp.exp(jnp.log(mean) / p), 0.0)
@@ -223,7 +214,7 @@ class GatedPool(_Pool):
     members, masks, _ = self._members(x)
     omega = self.param("omega", nn.initializers.zeros, tuple(self.window_shape))
     flat = omega.reshape(-1)
-    gate = jax.nn.sigmoid(_sum([w * v for w, v in zip(flat, _masked(members, masks, 0.0))]))
+    gate = jax.nn.sigmoid(_sum([w * v for w, v in zip(flat, masked(members, masks, 0.0))]))
     mx = MaxPool(self.window_shape, self.strides, self.padding)(x)
     av = AvgPool(self.window_shape, self.strides, self.padding)(x)
     return gate * mx + (1.0 - gate) * av
@@ -245,10 +236,10 @@ class DPPool(_Pool):
     alpha = jax.nn.softplus(self.param("alpha", nn.initializers.zeros, (c,)))
     lam = jax.nn.softplus(self.param("lam", nn.initializers.zeros, (c,)))
     members, masks, count = self._members(x)
-    xbar = _sum(_masked(members, masks, 0.0)) / count
+    xbar = _sum(masked(members, masks, 0.0)) / count
     weights = [alpha + jnp.exp(lam * 0.5 * jnp.log((v - xbar) ** 2 + self.eps ** 2))
                for v in members]
-    weights = _masked(weights, masks, 0.0)
+    weights = masked(weights, masks, 0.0)
     return _sum([w * v for w, v in zip(weights, members)]) / _sum(weights)
 
 
@@ -258,10 +249,8 @@ class SoftPool(_Pool):
   @nn.compact
   def __call__(self, x):
     members, masks, _ = self._members(x)
-    vals = _masked(members, masks, -jnp.inf)  # exp(-inf - top) = 0: padding never weighs
-    top = vals[0]
-    for v in vals[1:]:
-      top = jnp.maximum(top, v)
+    vals = masked(members, masks, -jnp.inf)  # exp(-inf - top) = 0: padding never weighs
+    top = fold(jnp.maximum, vals)
     e = [jnp.exp(v - top) for v in vals]
     return _sum([w * v for w, v in zip(e, members)]) / _sum(e)
 

@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppool_jax.ops.windows import (Padding, WindowGeometry, scatter_offsets, window_geometry,
-                                   window_members)
+from ppool_jax.ops.windows import (Padding, WindowGeometry, fold, masked, scatter_offsets,
+                                   window_geometry, window_members)
 
 
 def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
@@ -139,17 +139,12 @@ class _Windows:
   """
 
   def __init__(self, x: jax.Array, geom: WindowGeometry, shift: bool):
-    self.geom = geom
     self.members, self.masks = window_members(x, geom)
-    hi = _fold(jnp.maximum, self._masked(-jnp.inf))
-    self.low = _fold(jnp.minimum, self._masked(jnp.inf)) if shift else None
+    hi = fold(jnp.maximum, masked(self.members, self.masks, -jnp.inf))
+    self.low = fold(jnp.minimum, masked(self.members, self.masks, jnp.inf)) if shift else None
     # Values relative to the window minimum (Eq. 2) are non-negative by construction.
     self.top = hi - self.low if shift else hi
     self.log_top = jnp.log(jnp.where(self.top > 0, self.top, 1))
-
-  def _masked(self, fill):
-    return [v if mask is None else jnp.where(mask, v, fill)
-            for v, mask in zip(self.members, self.masks)]
 
   def weight(self, i, alpha):
     """Shifted member values and unnormalised weights ``(z_i / m)^alpha``, exactly 1
@@ -171,13 +166,6 @@ class _Windows:
     return v if mask is None else jnp.where(mask, v, 0.0)
 
 
-def _fold(op, values):
-  out = values[0]
-  for v in values[1:]:
-    out = op(out, v)
-  return out
-
-
 def _forward(x, alpha, geom, shift, with_alpha_grad=False):
   cdt = _compute_dtype(x.dtype)
   win = _Windows(x.astype(cdt), geom, shift)
@@ -192,14 +180,14 @@ def _forward(x, alpha, geom, shift, with_alpha_grad=False):
       log_r = jnp.where(pos, log_z - win.log_top, 0.0)
       sums["el"].append(e * log_r)
       sums["ezl"].append(e * z * log_r)
-  s0 = _fold(jnp.add, sums["e"])  # >= 1: the window maximum always weighs 1.
-  f = _fold(jnp.add, sums["ez"]) / s0
+  s0 = fold(jnp.add, sums["e"])  # >= 1: the window maximum always weighs 1.
+  f = fold(jnp.add, sums["ez"]) / s0
   y = f if win.low is None else f + win.low
   if not with_alpha_grad:
     return y, f, s0, None
   # Eq. 4: df/da = sum_i w_i (z_i - f) log(z_i / m), accumulated in the same pass
   # as f, so the backward pass needs no second set of exponentials for alpha.
-  df_da = (_fold(jnp.add, sums["ezl"]) - f * _fold(jnp.add, sums["el"])) / s0
+  df_da = (fold(jnp.add, sums["ezl"]) - f * fold(jnp.add, sums["el"])) / s0
   return y, f, s0, df_da
 
 
@@ -238,8 +226,8 @@ def _p_pool_bwd(geom, shift, res, ct):
     # split between ties, carrying 1 - sum_i df/dz_i.
     is_min = [(v == win.low) if mk is None else (v == win.low) & mk
               for v, mk in zip(win.members, win.masks)]
-    n_min = _fold(jnp.add, [b.astype(cdt) for b in is_min])
-    rest = (1.0 - _fold(jnp.add, dz)) / n_min
+    n_min = fold(jnp.add, [b.astype(cdt) for b in is_min])
+    rest = (1.0 - fold(jnp.add, dz)) / n_min
     dz = [g + jnp.where(b, rest, 0.0) for g, b in zip(dz, is_min)]
   gx = scatter_offsets([ct * g for g in dz], geom)
   return gx.astype(x.dtype), g_alpha.astype(alpha.dtype)

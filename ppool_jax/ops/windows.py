@@ -185,6 +185,19 @@ def window_members(x: jax.Array, geom: WindowGeometry
   return [offset_slice(xp, geom, o) for o in geom.offsets], geom.valid_masks()
 
 
+def masked(values: Sequence[jax.Array], masks: Sequence[np.ndarray | None], fill) -> list:
+  """``values`` with positions outside each mask replaced by ``fill``."""
+  return [v if m is None else jnp.where(m, v, fill) for v, m in zip(values, masks)]
+
+
+def fold(op, values: Sequence[jax.Array]) -> jax.Array:
+  """Reduces per-offset arrays with a binary elementwise ``op`` (add, maximum, ...)."""
+  out = values[0]
+  for v in values[1:]:
+    out = op(out, v)
+  return out
+
+
 def scatter_offsets(cts: Sequence[jax.Array], geom: WindowGeometry) -> jax.Array:
   """Transpose of reading every offset with ``offset_slice``, then unpadding.
 
