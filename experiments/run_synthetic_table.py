@@ -4,7 +4,8 @@ Trains the demo's small VGG-style network (experiments/configs/synthetic_demo.py
 embedded synthetic dataset with every pooling method, several seeds, the same budget,
 and writes experiments/results/synthetic_table.md (mean ± std of mIoU, boundary F-score and
 small-structure IoU, next to the paper's Table 1 VGG column for reference only) and a plot.
-Each run's scores go to <runs>/<name>/result.json, so an interrupted sweep resumes.
+Each run's scores go to <runs>/<name>/result.json, so an interrupted sweep resumes, and a
+hand-written "## Analysis" section at the end of the report survives regeneration.
 
   python experiments/run_synthetic_table.py --steps 400 --seeds 0 1 2
 """
@@ -44,7 +45,7 @@ def run_one(name: str, pooling: str, seed: int, steps: int, runs: str) -> dict:
   result_path = os.path.join(workdir, "result.json")
   if os.path.exists(result_path):
     with open(result_path) as f:
-      return json.load(f)
+      return {**json.load(f), "workdir": workdir}
   cfg = synthetic_demo.get_config()
   cfg.seed = seed
   cfg.total_steps = steps
@@ -65,7 +66,7 @@ def run_one(name: str, pooling: str, seed: int, steps: int, runs: str) -> dict:
                        for k, v in jax.device_get(inter["intermediates"]["backbone"]).items()}
   with open(result_path, "w") as f:
     json.dump(result, f, indent=1)
-  return result
+  return {**result, "workdir": workdir}
 
 
 def _fmt(values):
@@ -110,9 +111,17 @@ def write_report(main_rows, ablation_rows, args, out_md, out_png):
     for stage in sorted(p_rows[0]["alpha"]):
       lines.append(f"| {stage} | " + " | ".join(
           f"{r['alpha'][stage]['mean']:.2f} ± {r['alpha'][stage]['std']:.2f}" for r in p_rows) + " |")
-  lines += ["", f"![plot]({os.path.basename(out_png)})", ""]
+  lines += ["", f"![scores]({os.path.basename(out_png)})", "",
+            f"![training loss]({os.path.basename(out_png).replace('.png', '_curves.png')})", ""]
+  # The hand-written "## Analysis" section of an existing report is kept across regenerations.
+  analysis = ""
+  if os.path.exists(out_md):
+    with open(out_md) as f:
+      old = f.read()
+    if "## Analysis" in old:
+      analysis = old[old.index("## Analysis"):]
   with open(out_md, "w") as f:
-    f.write("\n".join(lines))
+    f.write("\n".join(lines) + ("\n" + analysis if analysis else ""))
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
   names = list(main_rows)
   for ax, k in zip(axes, KEYS):
@@ -126,6 +135,34 @@ def write_report(main_rows, ablation_rows, args, out_md, out_png):
     ax.set_ylim(max(0, lo - 10), None)
   fig.suptitle(f"synthetic data, {args.steps} steps, seeds {args.seeds}", fontsize=9)
   fig.savefig(out_png, dpi=90, bbox_inches="tight")
+  plt.close(fig)
+  fig, ax = plt.subplots(figsize=(6, 3.5))
+  for i, name in enumerate(names):
+    steps, losses = _mean_curve([r["workdir"] for r in main_rows[name] if "workdir" in r])
+    if steps is not None:
+      colour = "C3" if name == "P-pooling" else f"C{(0, 1, 2, 4, 5, 6, 7, 8, 9)[i % 9]}"
+      ax.plot(steps, losses, label=name, color=colour,
+              lw=2.5 if name == "P-pooling" else 1)
+  ax.set_xlabel("step"); ax.set_ylabel("train loss (mean over seeds)"); ax.set_yscale("log")
+  ax.legend(fontsize=7, ncol=2)
+  fig.savefig(out_png.replace(".png", "_curves.png"), dpi=90, bbox_inches="tight")
+  plt.close(fig)
+
+
+def _mean_curve(workdirs):
+  import csv
+  curves = []
+  for w in workdirs:
+    path = os.path.join(w, "metrics.csv")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      rows = [r for r in csv.DictReader(f) if r["split"] == "train" and r["metric"] == "loss"]
+    curves.append({int(r["step"]): float(r["value"]) for r in rows})
+  if not curves:
+    return None, None
+  steps = sorted(set.intersection(*(set(c) for c in curves)))
+  return steps, [np.mean([c[s] for c in curves]) for s in steps]
 
 
 def main():
