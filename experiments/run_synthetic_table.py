@@ -34,12 +34,12 @@ KEYS = ("miou", "boundary_f", "small_structure_miou")
 
 
 def run_one(name: str, pooling: str, seed: int, steps: int, runs: str) -> dict:
-  import jax
   import jax.numpy as jnp
 
   import synthetic_demo
   from ppool_jax.data import normalize
   from ppool_jax.train import model_from_config, train
+  from ppool_jax.train.loop import predict_with_alpha
   from ppool_jax.train.inputs import augment_config, sources
   workdir = os.path.join(runs, f"{name}_seed{seed}")
   result_path = os.path.join(workdir, "result.json")
@@ -60,10 +60,9 @@ def run_one(name: str, pooling: str, seed: int, steps: int, runs: str) -> dict:
   if "p" in pooling.split(","):
     _, eval_source = sources(cfg)
     images = np.stack([normalize(eval_source[i]["image"], augment_config(cfg)) for i in range(16)])
-    _, inter = model_from_config(cfg).apply({"params": state.params, **state.model_state},
-                                            jnp.asarray(images), mutable=["intermediates"])
-    result["alpha"] = {k: {"mean": float(np.mean(v["alpha"][0])), "std": float(np.std(v["alpha"][0]))}
-                       for k, v in jax.device_get(inter["intermediates"]["backbone"]).items()}
+    _, alphas = predict_with_alpha(model_from_config(cfg), state, jnp.asarray(images))
+    result["alpha"] = {k: {"mean": float(np.mean(a)), "std": float(np.std(a))}
+                       for k, a in alphas.items()}
   with open(result_path, "w") as f:
     json.dump(result, f, indent=1)
   return {**result, "workdir": workdir}

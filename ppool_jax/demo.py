@@ -43,13 +43,11 @@ def save_picture(cfg, state, eval_source, path: str, n: int = 4) -> None:
   from ppool_jax.data import normalize
   from ppool_jax.train import model_from_config
   from ppool_jax.train.inputs import augment_config
-  model = model_from_config(cfg)
+  from ppool_jax.train.loop import predict_with_alpha
   examples = [eval_source[i] for i in range(n)]
   images = np.stack([normalize(e["image"], augment_config(cfg)) for e in examples])
-  logits, inter = model.apply({"params": state.params, **state.model_state}, images,
-                              train=False, mutable=["intermediates"])
+  logits, alphas = predict_with_alpha(model_from_config(cfg), state, images)
   preds = np.asarray(jnp.argmax(logits, -1))
-  alphas = {k: np.asarray(v["alpha"][0]) for k, v in inter["intermediates"]["backbone"].items()}
   cols = 3 + len(alphas)
   fig, axes = plt.subplots(n, cols, figsize=(2.0 * cols, 2.0 * n), squeeze=False)
   for r, e in enumerate(examples):
@@ -57,7 +55,7 @@ def save_picture(cfg, state, eval_source, path: str, n: int = 4) -> None:
     label[e["label"] == 255] = np.nan
     panels = [("image", e["image"], {}), ("label", label, dict(cmap="tab10", vmin=0, vmax=9)),
               ("prediction", preds[r], dict(cmap="tab10", vmin=0, vmax=9))]
-    for name, a in sorted(alphas.items()):
+    for name, a in alphas.items():
       panels.append((f"alpha {name}", a[r].mean(-1), dict(cmap="magma")))
     for c, (title, img, kw) in enumerate(panels):
       ax = axes[r, c]

@@ -38,6 +38,11 @@ def _sum(values):
   return fold(jnp.add, values)
 
 
+def _conv_padding(padding: Padding):
+  """Our pooling padding in the form ``nn.Conv`` takes (strings pass, pairs become tuples)."""
+  return padding if isinstance(padding, str) else tuple(map(tuple, padding))
+
+
 class MaxPool(_Pool):
   """Max pooling (``flax.linen.max_pool``)."""
 
@@ -80,9 +85,9 @@ class SideBranch(nn.Module):
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
-    pad = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
-    h = nn.Conv(c, tuple(self.window_shape), strides=self.strides or 1, padding=pad,
-                feature_group_count=c, use_bias=False, name="conv_window")(x * self.input_scale)
+    h = nn.Conv(c, tuple(self.window_shape), strides=self.strides or 1,
+                padding=_conv_padding(self.padding), feature_group_count=c, use_bias=False,
+                name="conv_window")(x * self.input_scale)
     h = PReLU(name="prelu")(h)
     ones = (1,) * len(self.window_shape)
     return nn.Conv(c, ones, feature_group_count=c,
@@ -156,9 +161,8 @@ class StridedConvPool(_Pool):
 
   @nn.compact
   def __call__(self, x):
-    pad = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
-    return nn.Conv(x.shape[-1], tuple(self.window_shape), strides=self.strides or 1, padding=pad,
-                   use_bias=self.use_bias, name="conv")(x)
+    return nn.Conv(x.shape[-1], tuple(self.window_shape), strides=self.strides or 1,
+                   padding=_conv_padding(self.padding), use_bias=self.use_bias, name="conv")(x)
 
 
 class LpPool(_Pool):

@@ -79,6 +79,15 @@ def init_state(cfg, model, tx, image_shape) -> TrainState:
                     nonfinite=jnp.zeros((), jnp.int32))
 
 
+def predict_with_alpha(model, state: TrainState, images) -> tuple[jax.Array, dict]:
+  """Eval-mode logits and the alpha map every P-pooling layer of the backbone sowed
+  (``{layer name: (B, h, w, C)}``; empty for models without P-pooling)."""
+  logits, inter = model.apply({"params": state.params, **state.model_state}, images,
+                              train=False, mutable=["intermediates"])
+  sown = inter.get("intermediates", {}).get("backbone", {})
+  return logits, {k: np.asarray(v["alpha"][0]) for k, v in sorted(sown.items()) if "alpha" in v}
+
+
 def evaluate(p_eval, rstate, eval_source, cfg, num_devices: int) -> dict:
   limit = None if cfg.eval_limit < 0 else cfg.eval_limit
   totals = None
