@@ -14,12 +14,13 @@ Tensors the backbone does not use (VGG's ``classifier.*``, ResNet's ``fc.*``,
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from ppool_jax.models import ResNet50Backbone, VGG16Backbone
 from ppool_jax.models.resnet import RESNET50_LAYERS
@@ -194,14 +195,30 @@ def restore(path: str) -> dict:
 flags.DEFINE_enum("arch", None, sorted(ARCHS), "Backbone architecture.")
 flags.DEFINE_string("input", None, "torchvision state dict (.pth/.pt/.safetensors/.npz).")
 flags.DEFINE_string("output", None, "Directory for the orbax checkpoint (must not exist).")
+flags.DEFINE_bool("verbose", False, "On failure, print the full traceback, not only the message.")
 FLAGS = flags.FLAGS
 
 
-def main(_):
-  converted = convert_state_dict(FLAGS.arch, load_state_dict(FLAGS.input))
-  path = save(converted, FLAGS.output)
+def run(arch: str, input_path: str, output: str) -> str:
+  """The CLI's work: checks the output folder first, converts, saves; returns a summary."""
+  out = os.path.abspath(os.path.expanduser(output))
+  if os.path.exists(out):
+    raise FileExistsError(f"output {out} already exists; choose a new folder or remove it.")
+  converted = convert_state_dict(arch, load_state_dict(input_path))
+  path = save(converted, out)
   n = sum(np.size(x) for x in jax.tree_util.tree_leaves(converted))
-  print(f"converted {FLAGS.arch}: {n:,} values -> {path}")
+  return f"converted {arch}: {n:,} values -> {path}"
+
+
+def main(_):
+  logging.set_verbosity(logging.WARNING)  # absl's INFO would show JAX's backend probing
+  try:
+    print(run(FLAGS.arch, FLAGS.input, FLAGS.output))
+  except (ConversionError, OSError, ValueError, ImportError) as e:
+    if FLAGS.verbose:
+      raise
+    print(f"ppool_jax.convert: error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

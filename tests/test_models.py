@@ -2,6 +2,7 @@
 slot, and the torchvision weight converter against an independent lax reference."""
 
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -255,6 +256,32 @@ class ConverterTest(parameterized.TestCase):
       convert.convert_state_dict("vgg16", sd)
     with self.assertRaisesRegex(FileNotFoundError, "weights file not found"):
       convert.load_state_dict("/nonexistent/vgg16.pth")
+
+  def test_cli_errors_are_one_line_messages(self):
+    from safetensors.numpy import save_file
+    path = tempfile.mkdtemp()
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(0))
+    del sd["features.28.bias"]
+    save_file(sd, f"{path}/bad.safetensors")
+    os.makedirs(f"{path}/exists")
+    cli = lambda *a: subprocess.run([sys.executable, "-m", "ppool_jax.convert", "--arch", "vgg16",
+                                     *a], capture_output=True, text=True)
+    for args, msg in [(("--input", f"{path}/bad.safetensors", "--output", f"{path}/o1"),
+                       "missing tensors: features.28.bias"),
+                      (("--input", f"{path}/none.safetensors", "--output", f"{path}/o2"),
+                       "weights file not found"),
+                      (("--input", f"{path}/bad.safetensors", "--output", f"{path}/exists"),
+                       "already exists")]:
+      r = cli(*args)
+      self.assertEqual(r.returncode, 2, r.stderr)
+      self.assertNotIn("Traceback", r.stderr)
+      self.assertIn(msg, r.stderr)
+      self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+    # The output folder is checked before any work: an existing one is left untouched.
+    self.assertEqual(os.listdir(f"{path}/exists"), [])
+    r = cli("--input", f"{path}/bad.safetensors", "--output", f"{path}/o3", "--verbose")
+    self.assertNotEqual(r.returncode, 0)
+    self.assertIn("Traceback", r.stderr)
 
   def test_pth_via_torch_when_installed(self):
     torch = pytest.importorskip("torch")

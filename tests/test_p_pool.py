@@ -20,8 +20,14 @@ from reference import pads_for, windows
 
 # Independent float64 reference: explicit windows, Eq. 1, 2, 3, 4 as printed.
 def reference(x, alpha, window, strides, pads, ct, shift=False):
-  """Forward (Eq. 1 or 2) and the vjp (Eq. 3, 4) with a per-output alpha map."""
+  """Forward (Eq. 1 or 2) and the vjp (Eq. 3, 4) with a per-output alpha map.
+
+  ``shift``: False (Eq. 1), "map" (Eq. 2 with the minimum of each image's channel map,
+  the paper's form) or "window" (each window's own minimum).
+  """
   x = np.asarray(x, np.float64)
+  spatial = tuple(range(1, x.ndim - 1))
+  map_min = x.min(axis=spatial, keepdims=True)
   shape = ref_out_shape(x.shape, window, strides, pads)
   alpha = np.broadcast_to(np.asarray(alpha, np.float64), shape)
   y = np.zeros(shape)
@@ -31,18 +37,27 @@ def reference(x, alpha, window, strides, pads, ct, shift=False):
     a = alpha[j]
     idx = [m[0] for m in members]
     v = np.array([m[2] for m in members])
-    low = v.min() if shift else 0.0
+    if shift == "window":
+      low = v.min()
+    elif shift == "map":
+      low = map_min[(j[0],) + (0,) * len(spatial) + (j[-1],)]
+    else:
+      low = 0.0
     z = v - low
     s0 = np.sum(z ** a)
     s1 = np.sum(z ** (a + 1))
     y[j] = s1 / s0 + low
     # Eq. 3; a * z**(a-1) is 0 at a = 0 even where z = 0.
     dz = ((a + 1) * z ** a * s0 - (a * z ** (a - 1) if a else 0.0) * s1) / s0 ** 2
-    if shift:
+    if shift == "window":
       amin = np.argmin(v)
       dz[amin] += 1.0 - dz.sum()
     for i, d in zip(idx, dz):
       gx[i] += ct[j] * d
+    if shift == "map":  # the map minimum enters every window of its image and channel
+      plane = x[j[0], ..., j[-1]]
+      at = np.unravel_index(np.argmin(plane), plane.shape)
+      gx[(j[0],) + at + (j[-1],)] += ct[j] * (1.0 - dz.sum())
     # Eq. 4 with log z -> log(z / max z), an identity since sum(z^(a+1) s0 - z^a s1) = 0;
     # members at z = 0 contribute 0 (the documented convention; it only matters at a = 0).
     p = z > 0
@@ -86,21 +101,78 @@ class ReferenceTest(parameterized.TestCase):
     np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ga, rga, rtol=1e-4, atol=1e-5)
 
+  @parameterized.product(alpha=[0.0, 0.7, 3.0], case=CASES[:4])
+  def test_paper_eq_2_with_the_feature_map_minimum(self, alpha, case):
+    window, strides, padding, spatial = case
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2,) + spatial + (3,)).astype(np.float32)
+    pads = pads_for(x.shape, window, strides, padding)
+    y0 = p_pool(x, alpha, window, strides, padding, shift="map")
+    ct = rng.normal(size=y0.shape)
+    amap = (alpha * rng.uniform(0.5, 1.5, y0.shape)).astype(np.float32)
+    for shift in ("map", True):  # True means the paper's form
+      y, gx, ga = _vjp(jnp.asarray(x), jnp.asarray(amap), jnp.asarray(ct, jnp.float32), window,
+                       strides, padding, shift=shift)
+      with np.errstate(all="ignore"):
+        ry, rgx, rga = reference(x, amap, window, strides, pads, ct, shift="map")
+      np.testing.assert_allclose(y, ry, rtol=2e-5, atol=2e-6)
+      np.testing.assert_allclose(ga, rga, rtol=1e-4, atol=1e-5)
+      if alpha == 0.0 or alpha >= 1.0:  # 0 < a < 1: z^(a-1) at the map minimum is inf
+        np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
+
+  def test_paper_eq_2_gradient_matches_float64_finite_differences(self):
+    # Independent of the reference's formulas: central differences of the forward.
+    with jax.enable_x64(True):
+      rng = np.random.default_rng(12)
+      x = jnp.asarray(rng.normal(size=(2, 5, 6, 2)))
+      a = jnp.asarray(rng.uniform(1.5, 4.0, (2, 3, 3, 2)))
+      check_grads(lambda x, a: p_pool(x, a, (3, 3), (2, 2), "SAME", shift="map"), (x, a),
+                  order=1, modes=["rev"], eps=1e-6)
+
+  def test_paper_eq_2_is_continuous_at_alpha_0_and_average_there(self):
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    avg = x.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4))
+    y0 = p_pool(x, 0.0, (2, 2), (2, 2), shift="map")
+    np.testing.assert_allclose(y0, avg, atol=1e-6)
+    # Only the window holding the map minimum has a zero after the shift (Eq. 1's own
+    # 0^alpha discontinuity); everywhere else alpha -> 0+ converges to the average.
+    holds_min = (x == x.min(axis=(1, 2), keepdims=True)).reshape(2, 4, 2, 4, 2, 3).any(axis=(2, 4))
+    for eps in (1e-3, 1e-5):
+      y = np.asarray(p_pool(x, eps, (2, 2), (2, 2), shift="map"))
+      assert np.abs(y - avg)[~holds_min].max() < 20 * eps * np.abs(x).max()
+    # The window form jumps: alpha -> 0+ is the mean of the three largest members.
+    top3 = np.sort(x.reshape(2, 4, 2, 4, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(2, 4, 4, 3, 4),
+                   axis=-1)[..., 1:].mean(-1)
+    yw = p_pool(x, 1e-6, (2, 2), (2, 2), shift="window")
+    np.testing.assert_allclose(yw, top3, rtol=1e-4, atol=1e-4)
+    assert np.abs(np.asarray(yw) - avg).max() > 0.1
+
+  def test_two_member_windows_learn_alpha_only_with_the_map_minimum(self):
+    x = jnp.asarray(np.random.default_rng(14).normal(size=(1, 8, 2)), jnp.float32)
+    for alpha in (0.5, 2.0, 20.0):
+      g = {m: jax.grad(lambda a: p_pool(x, a, (2,), (2,), shift=m).sum())(jnp.float32(alpha))
+           for m in ("map", "window")}
+      y = p_pool(x, alpha, (2,), (2,), shift="window")
+      # The window form is max pooling (up to the rounding of (max - min) + min).
+      np.testing.assert_allclose(y, nn.max_pool(x, (2,), (2,)), rtol=1e-6, atol=1e-6)
+      assert float(g["window"]) == 0.0 and abs(float(g["map"])) > 1e-6
+
   @parameterized.parameters(0.0, 0.7, 3.0)
-  def test_shift_matches_numpy_eq_2(self, alpha):
+  def test_window_minimum_form_matches_numpy(self, alpha):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2, 7, 7, 3)).astype(np.float32)
     window, strides, padding = (3, 3), (2, 2), "SAME"
     pads = pads_for(x.shape, window, strides, padding)
-    out = p_pool(x, alpha, window, strides, padding, shift=True)
+    out = p_pool(x, alpha, window, strides, padding, shift="window")
     ct = rng.normal(size=out.shape)
     # Keep the window minimum out of the reference's z**(a-1) at z = 0 (inf * 0):
     # compare only away from that convention by using alpha >= 1 or alpha = 0.
     a = jnp.full((3,), alpha, jnp.float32)
     y, gx, ga = _vjp(jnp.asarray(x), a, jnp.asarray(ct, jnp.float32), window, strides, padding,
-                     shift=True)
+                     shift="window")
     with np.errstate(all="ignore"):
-      ry, rgx, rga = reference(x, alpha, window, strides, pads, ct, shift=True)
+      ry, rgx, rga = reference(x, alpha, window, strides, pads, ct, shift="window")
     np.testing.assert_allclose(y, ry, rtol=2e-5, atol=2e-6)
     if alpha == 0.0 or alpha >= 1.0:
       np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
@@ -256,7 +328,7 @@ class TransformsTest(chex.TestCase):
       rng = np.random.default_rng(6)
       x = jnp.asarray(rng.uniform(0.3, 2.0, (1, 5, 5, 2)))
       a = jnp.asarray([0.7, 3.0])
-      for shift in (False, True):
+      for shift in (False, "map", "window"):
         xs = x - 1.0 if shift else x
         f = lambda x, a: p_pool(x, a, (3, 3), (2, 2), "SAME", shift=shift)
         check_grads(f, (xs, a), order=2, modes=["rev"])
@@ -325,16 +397,18 @@ class PropertiesTest(parameterized.TestCase):
   @settings(max_examples=25, deadline=None)
   @given(x=hnp.arrays(np.float32, (1, 5, 5, 1), elements=st.floats(-50, 50, width=32)),
          alpha=st.floats(0.0, 100.0, width=32), t=st.floats(-10, 10, width=32))
-  def test_shift_form_is_translation_equivariant(self, x, alpha, t):
-    y = p_pool(x, alpha, (3, 3), (2, 2), "SAME", shift=True)
-    yt = p_pool(x + np.float32(t), alpha, (3, 3), (2, 2), "SAME", shift=True)
-    np.testing.assert_allclose(yt, y + np.float32(t), rtol=1e-4, atol=1e-3)
+  def test_shift_forms_are_translation_equivariant(self, x, alpha, t):
+    for shift in ("map", "window"):
+      y = p_pool(x, alpha, (3, 3), (2, 2), "SAME", shift=shift)
+      yt = p_pool(x + np.float32(t), alpha, (3, 3), (2, 2), "SAME", shift=shift)
+      np.testing.assert_allclose(yt, y + np.float32(t), rtol=1e-4, atol=1e-3)
 
 
 class ErrorsTest(parameterized.TestCase):
 
   def test_bad_input_names_the_problem(self):
     x = jnp.ones((1, 4, 4, 2))
+    neg_alpha, neg_x = jnp.full((2,), -2.0), -x
     cases = [
         (lambda: p_pool(jnp.ones((4, 4)), 1.0, (2, 2)), ValueError, "rank 2"),
         (lambda: p_pool(x, 1.0, (5, 5)), ValueError, "larger than the padded input"),
@@ -348,6 +422,11 @@ class ErrorsTest(parameterized.TestCase):
         (lambda: p_pool(x, jnp.inf, (2, 2)), ValueError, "alpha must be finite"),
         (lambda: p_pool(-x, 1.0, (2, 2)), ValueError, "non-negative"),
         (lambda: p_pool(x, 1.0, (2, 2), padding="FULL"), ValueError, "padding must be"),
+        (lambda: p_pool(x, 1.0, (2, 2), shift="global"), ValueError, "shift must be"),
+        # Concrete values closed over by a traced function are still checked, on the host.
+        (lambda: jax.jit(lambda a: p_pool(neg_x, a, (2, 2)))(1.0), ValueError, "non-negative"),
+        (lambda: jax.jit(lambda v: p_pool(v, neg_alpha, (2, 2)))(x), ValueError,
+         "alpha must be >= 0"),
         (lambda: p_pool(x, 1.0, (2, 2), padding=((2, 2), (0, 0))), ValueError,
          "smaller than the window"),
     ]
@@ -356,8 +435,9 @@ class ErrorsTest(parameterized.TestCase):
         fn()
 
   def test_negative_inputs_are_fine_with_shift(self):
-    y = p_pool(-jnp.arange(16.0).reshape(1, 4, 4, 1), 1.0, (2, 2), (2, 2), shift=True)
-    self.assertTrue(np.all(np.isfinite(y)))
+    for shift in (True, "map", "window"):
+      y = p_pool(-jnp.arange(16.0).reshape(1, 4, 4, 1), 1.0, (2, 2), (2, 2), shift=shift)
+      self.assertTrue(np.all(np.isfinite(y)))
 
 
 if __name__ == "__main__":

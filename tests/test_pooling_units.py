@@ -226,5 +226,18 @@ class RegistryTest(parameterized.TestCase):
       make_pool("mixed", (2, 2), (2, 2), ratio=2.0).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 1)))
 
 
+def test_vgg16_seg_side_branch_share_of_parameters():
+  from ppool_jax.models import VGG16Seg, count_params
+  model = VGG16Seg(num_classes=21, pooling="p")
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 3))))
+  params = params["params"]
+  labels = jax.tree_util.tree_leaves(side_branch_labels(params))
+  side = sum(x.size for x, l in zip(jax.tree_util.tree_leaves(params), labels) if l == "side_branch")
+  # C (k^2 + 3) per branch: 2x2 windows for 64..512 channels, 3x3 for pool5's 512.
+  assert side == 7 * (64 + 128 + 256 + 512) + 12 * 512 == 12_864
+  assert count_params(params) == 14_738_325
+  assert round(100 * side / count_params(params), 3) == 0.087  # the README's number
+
+
 if __name__ == "__main__":
   pytest.main([__file__])

@@ -49,6 +49,9 @@ class DatasetSpec:
   label_map: np.ndarray  # uint8 lookup table: raw label value -> train id (255 = ignore)
   valid_raw: np.ndarray  # bool table: raw label values that may appear in a label file
   splits: tuple[str, ...]
+  # How boundary metrics are scored (ppool_jax.metrics): "void_band" for VOC, which draws
+  # a void band around every object; "label" where labelled classes touch.
+  boundary_protocol: str = "label"
 
 
 def _require_dir(path: str, what: str) -> str:
@@ -134,7 +137,7 @@ _ADE_VALID[:151] = True
 
 DATASETS = {
     "voc_aug": DatasetSpec("voc_aug", 21, voc_examples, _VOC_MAP, _VOC_VALID,
-                           ("train_aug", "train", "val")),
+                           ("train_aug", "train", "val"), boundary_protocol="void_band"),
     "cityscapes": DatasetSpec("cityscapes", 19, cityscapes_examples, _CS_MAP, _CS_VALID,
                               ("train", "val")),
     "ade20k": DatasetSpec("ade20k", 150, ade20k_examples, _ADE_MAP, _ADE_VALID, ("train", "val")),

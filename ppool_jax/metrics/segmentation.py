@@ -5,16 +5,32 @@ devices (``jax.lax.psum`` inside ``pmap``, or plain ``+`` on the host); the ``*_
 functions turn accumulated counts into numbers. Conventions:
 
 * labels equal to ``ignore_label`` (255) are excluded everywhere;
-* a class absent from the ground truth has IoU and accuracy ``NaN`` and is left out of
-  the means (its false positives still lower the IoU of the classes they were taken from);
-* **boundary F-score** (class-agnostic, after Csurka et al. 2013 / Perazzi et al. 2016):
-  a pixel is a boundary pixel when a 4-neighbour has another label. Precision is the share
-  of predicted boundary pixels within chessboard distance ``tolerance`` of a ground-truth
-  boundary pixel, recall the converse; F = 2PR / (P + R). Pixels in or next to ignore
-  regions are not scored, for the ground truth and the prediction alike;
-* **small-structure IoU** (trimap mIoU, Kohli et al. 2009): the confusion matrix over the
-  pixels within distance ``band`` of a ground-truth boundary only — where thin structures
-  and small objects live and pooling decides whether they survive.
+* **IoU follows mmsegmentation's ``IoUMetric``**: ``IoU = TP / (TP + FP + FN)``, so a class
+  predicted but absent from the ground truth scores 0; only a class absent from both is
+  ``NaN`` and left out of the mean. Accuracy is ``TP / GT`` (``NaN`` for a class absent
+  from the ground truth). Reported as ``mIoU``/``aAcc``/``mAcc`` (mmseg's names) and as
+  ``miou``/``pixel_accuracy``/``mean_class_accuracy``;
+* predictions must be class ids in ``[0, K)``: a concrete out-of-range prediction is a
+  ``ValueError``; under ``jit``/``pmap`` such pixels are left out of the confusion
+  matrices, counted as ``invalid_predictions``, and ``segmentation_scores`` raises;
+* **boundary protocols** (``protocol=``), chosen per dataset
+  (``ppool_jax.data.folders.DatasetSpec.boundary_protocol``):
+
+  - ``"label"`` (Cityscapes, ADE20K, the synthetic data): a pixel is a boundary pixel
+    when a 4-neighbour has another label; pixels in or next to ignore regions are not
+    scored. Boundary F-score (class-agnostic, after Csurka et al. 2013 / Perazzi et al.
+    2016): precision is the share of predicted boundary pixels within chessboard
+    distance ``tolerance`` of a ground-truth boundary pixel, recall the converse,
+    F = 2PR / (P + R). Small-structure IoU (trimap mIoU, Kohli et al. 2009): the
+    confusion matrix over the pixels within ``band`` of a ground-truth boundary.
+  - ``"void_band"`` (PASCAL VOC, which draws a ~5 px void band around every object, so
+    no labelled pixel ever touches another class): the trimap is DeepLab's (Chen et al.
+    2015, §4.1): labelled pixels within ``w`` px of the void band, reported as
+    ``trimap_miou_w{w}`` for every ``w`` in ``trimap_widths`` (``small_structure_miou`` is
+    the one at ``w = band``). For the boundary F-score the void band is first filled with
+    the nearest labels (``void_fill`` 8-neighbour steps, enough for VOC's band), which puts
+    the ground-truth contour on the band's middle line; void left after filling (whole
+    void objects) is not scored, as in ``"label"``.
 """
 
 from __future__ import annotations
@@ -25,6 +41,7 @@ import numpy as np
 from jax import lax
 
 IGNORE = 255
+PROTOCOLS = ("label", "void_band")
 
 
 def confusion_matrix(pred: jax.Array, label: jax.Array, num_classes: int,
@@ -32,39 +49,68 @@ def confusion_matrix(pred: jax.Array, label: jax.Array, num_classes: int,
   """``(K, K)`` int32 counts, rows = ground truth, columns = prediction.
 
   Args:
-    pred: integer class predictions, any shape.
+    pred: integer class predictions in ``[0, K)``, any shape.
     label: ground truth of the same shape; ``ignore_label`` pixels are skipped.
     num_classes: K.
     mask: optional boolean array of the same shape restricting the counted pixels.
+
+  Raises:
+    ValueError: concrete predictions outside ``[0, K)``. Traced ones are left out of
+      the matrix (see ``invalid_prediction_count``), never folded into another class.
   """
+  _check_predictions(pred, num_classes)
   pred = pred.astype(jnp.int32)
   label = label.astype(jnp.int32)
-  valid = (label != ignore_label) & (label >= 0) & (label < num_classes)
+  valid = _labelled(label, num_classes, ignore_label) & _in_range(pred, num_classes)
   if mask is not None:
     valid &= mask
-  index = jnp.where(valid, label * num_classes + jnp.clip(pred, 0, num_classes - 1), 0)
+  index = jnp.where(valid, label * num_classes + pred, 0)
   counts = jnp.bincount(index.ravel(), weights=valid.ravel().astype(jnp.int32),
                         length=num_classes * num_classes)
   return counts.astype(jnp.int32).reshape(num_classes, num_classes)
 
 
+def _labelled(label, num_classes, ignore_label):
+  return (label != ignore_label) & (label >= 0) & (label < num_classes)
+
+
+def _in_range(pred, num_classes):
+  return (pred >= 0) & (pred < num_classes)
+
+
+def _check_predictions(pred, num_classes: int) -> None:
+  if isinstance(pred, jax.core.Tracer):
+    return
+  p = np.asarray(pred)
+  if p.size and (p.min() < 0 or p.max() >= num_classes):
+    raise ValueError(f"predictions must be class ids in [0, {num_classes}), got values in "
+                     f"[{p.min()}, {p.max()}] (pass argmax over the {num_classes} class logits).")
+
+
+def invalid_prediction_count(pred, label, num_classes: int, ignore_label: int = IGNORE):
+  """Labelled pixels whose prediction is outside ``[0, K)`` (int32 scalar)."""
+  pred = jnp.asarray(pred).astype(jnp.int32)
+  bad = _labelled(jnp.asarray(label).astype(jnp.int32), num_classes, ignore_label)
+  return jnp.sum(bad & ~_in_range(pred, num_classes)).astype(jnp.int32)
+
+
 def confusion_scores(cm) -> dict[str, np.ndarray | float]:
-  """mIoU, per-class IoU, pixel accuracy and mean class accuracy from a confusion matrix."""
+  """mIoU, per-class IoU, pixel accuracy and mean class accuracy from a confusion matrix,
+  with mmsegmentation's conventions (see the module docstring)."""
   cm = np.asarray(cm, np.float64)
   tp = np.diag(cm)
   gt = cm.sum(axis=1)
   pr = cm.sum(axis=0)
-  present = gt > 0
+  union = gt + pr - tp
   with np.errstate(invalid="ignore", divide="ignore"):
-    iou = np.where(present, tp / (gt + pr - tp), np.nan)
-    acc = np.where(present, tp / gt, np.nan)
+    iou = np.where(union > 0, tp / union, np.nan)
+    acc = np.where(gt > 0, tp / gt, np.nan)
   total = cm.sum()
-  return {
-      "miou": float(np.nanmean(iou)) if present.any() else float("nan"),
-      "per_class_iou": iou,
-      "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
-      "mean_class_accuracy": float(np.nanmean(acc)) if present.any() else float("nan"),
-  }
+  miou = float(np.nanmean(iou)) if (union > 0).any() else float("nan")
+  macc = float(np.nanmean(acc)) if (gt > 0).any() else float("nan")
+  aacc = float(tp.sum() / total) if total else float("nan")
+  return {"miou": miou, "per_class_iou": iou, "pixel_accuracy": aacc,
+          "mean_class_accuracy": macc, "mIoU": miou, "aAcc": aacc, "mAcc": macc}
 
 
 def _neighbours_differ(label: jax.Array) -> jax.Array:
@@ -81,13 +127,33 @@ def _neighbours_differ(label: jax.Array) -> jax.Array:
 
 
 def _dilate(mask: jax.Array, radius: int) -> jax.Array:
-  """Binary dilation of ``(..., H, W)`` by a ``(2r+1)^2`` square (chessboard distance <= r)."""
+  """Binary dilation of ``(..., H, W)`` by a ``(2r+1)^2`` square (chessboard distance <= r),
+  as two separable 1-D passes."""
   if radius == 0:
     return mask
-  window = (1,) * (mask.ndim - 2) + (2 * radius + 1, 2 * radius + 1)
-  pads = [(0, 0)] * (mask.ndim - 2) + [(radius, radius)] * 2
-  return lax.reduce_window(mask.astype(jnp.int32), 0, lax.max, window, (1,) * mask.ndim,
-                           pads) > 0
+  out = mask.astype(jnp.int32)
+  for axis in (-2, -1):
+    window = [1] * mask.ndim
+    window[axis] = 2 * radius + 1
+    pads = [(0, 0)] * mask.ndim
+    pads[axis] = (radius, radius)
+    out = lax.reduce_window(out, 0, lax.max, tuple(window), (1,) * mask.ndim, pads)
+  return out > 0
+
+
+def fill_void(label: jax.Array, steps: int, ignore_label: int = IGNORE) -> jax.Array:
+  """``label`` with ``ignore_label`` pixels taking the largest label among their 8
+  neighbours, ``steps`` times: closes a void band up to ``2*steps`` px wide with the
+  ground-truth contour on its middle line (within 1 px)."""
+  label = label.astype(jnp.int32)
+  window = (1,) * (label.ndim - 2) + (3, 3)
+  pads = [(0, 0)] * (label.ndim - 2) + [(1, 1)] * 2
+  for _ in range(steps):
+    void = label == ignore_label
+    best = lax.reduce_window(jnp.where(void, -1, label), -1, lax.max, window,
+                             (1,) * label.ndim, pads)
+    label = jnp.where(void & (best >= 0), best, label)
+  return label
 
 
 def _scored(label: jax.Array, ignore_label: int) -> jax.Array:
@@ -132,21 +198,57 @@ def trimap_mask(label: jax.Array, band: int = 2, ignore_label: int = IGNORE) -> 
   return _dilate(gt_boundary(label, ignore_label), band)
 
 
+def void_band_trimap(label: jax.Array, width: int, ignore_label: int = IGNORE) -> jax.Array:
+  """DeepLab's trimap: labelled pixels within chessboard distance ``width`` of void."""
+  void = label == ignore_label
+  return _dilate(void, width) & ~void
+
+
 def segmentation_counts(pred: jax.Array, label: jax.Array, num_classes: int, *,
-                        tolerance: int = 1, band: int = 2, ignore_label: int = IGNORE
-                        ) -> dict[str, jax.Array]:
-  """All summable counts for a batch of ``(..., H, W)`` predictions and labels."""
-  return {
-      "confusion": confusion_matrix(pred, label, num_classes, ignore_label),
-      "trimap_confusion": confusion_matrix(pred, label, num_classes, ignore_label,
-                                           mask=trimap_mask(label, band, ignore_label)),
-      "boundary": boundary_counts(pred, label, tolerance, ignore_label),
-  }
+                        tolerance: int = 1, band: int = 2, ignore_label: int = IGNORE,
+                        protocol: str = "label", trimap_widths: tuple[int, ...] = (2, 5, 10, 20),
+                        void_fill: int = 4) -> dict[str, jax.Array]:
+  """All summable counts for a batch of ``(..., H, W)`` predictions and labels.
+
+  ``protocol`` is ``"label"`` or ``"void_band"`` (module docstring); ``trimap_widths``
+  and ``void_fill`` apply to ``"void_band"`` only.
+  """
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"unknown boundary protocol {protocol!r}; choose from {PROTOCOLS}.")
+  counts = {"confusion": confusion_matrix(pred, label, num_classes, ignore_label),
+            "invalid_predictions": invalid_prediction_count(pred, label, num_classes,
+                                                            ignore_label)}
+  if protocol == "label":
+    counts["trimap_confusion"] = confusion_matrix(pred, label, num_classes, ignore_label,
+                                                  mask=trimap_mask(label, band, ignore_label))
+    counts["boundary"] = boundary_counts(pred, label, tolerance, ignore_label)
+    return counts
+  for w in sorted(set(trimap_widths) | {band}):
+    counts[f"trimap_confusion_w{w}"] = confusion_matrix(
+        pred, label, num_classes, ignore_label, mask=void_band_trimap(label, w, ignore_label))
+  counts["boundary"] = boundary_counts(pred, fill_void(label, void_fill, ignore_label),
+                                       tolerance, ignore_label)
+  return counts
 
 
-def segmentation_scores(counts: dict) -> dict[str, float | np.ndarray]:
-  """Scores from accumulated ``segmentation_counts``."""
+def segmentation_scores(counts: dict, band: int = 2) -> dict[str, float | np.ndarray]:
+  """Scores from accumulated ``segmentation_counts`` (either protocol); ``band`` names the
+  void-band trimap reported as ``small_structure_miou`` (the counts' ``band``).
+
+  Raises:
+    ValueError: some prediction was outside ``[0, K)`` (counted under ``jit``).
+  """
+  bad = int(np.asarray(counts.get("invalid_predictions", 0)))
+  if bad:
+    raise ValueError(f"{bad} labelled pixels were predicted as class ids outside [0, K): "
+                     "predictions must be argmax over the K class logits.")
   scores = confusion_scores(counts["confusion"])
-  scores["small_structure_miou"] = confusion_scores(counts["trimap_confusion"])["miou"]
+  if "trimap_confusion" in counts:
+    scores["small_structure_miou"] = confusion_scores(counts["trimap_confusion"])["miou"]
+  else:
+    for key in sorted(k for k in counts if k.startswith("trimap_confusion_w")):
+      scores[f"trimap_miou_{key.rsplit('_', 1)[1]}"] = confusion_scores(counts[key])["miou"]
+    scores["small_structure_miou"] = scores[f"trimap_miou_w{band}"]
   scores.update(boundary_scores(counts["boundary"]))
   return scores
+

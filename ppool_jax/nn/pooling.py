@@ -104,7 +104,8 @@ class PPool(_Pool):
     alpha_min: the open lower end of ``(0, C]`` is realised as ``[alpha_min, C]``.
     bias_init: initial bias of the side branch's last conv (20: starts near max pooling).
     input_scale: the side branch sees ``input_scale * x`` (paper: 100) for faster learning.
-    shift: use Eq. 2 (``shift=True`` in p_pool) for inputs that may be negative.
+    shift: Eq. 2 for inputs that may be negative: ``"map"`` (or ``True``, the paper's
+      feature-map minimum) or ``"window"`` (each window's minimum); see ``p_pool``.
 
   At initialisation alpha is ``bias_init`` plus a small perturbation (the last conv's
   kernel starts at stddev 1e-3), within ``[19, 21]`` for inputs in ``[0, 1]``. For
@@ -120,7 +121,7 @@ class PPool(_Pool):
   alpha_min: float = 1e-4
   bias_init: float = 20.0
   input_scale: float = 100.0
-  shift: bool = False
+  shift: bool | str = False
 
   @nn.compact
   def __call__(self, x):
@@ -137,7 +138,7 @@ class PFixedPool(_Pool):
   init_alpha: float = 20.0
   clip_max: float | None = 35.0
   alpha_min: float = 1e-4
-  shift: bool = False
+  shift: bool | str = False
 
   @nn.compact
   def __call__(self, x):

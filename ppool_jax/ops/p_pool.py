@@ -30,8 +30,8 @@ from ppool_jax.ops.windows import (Padding, WindowGeometry, fold, masked, scatte
 
 def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
            strides: Sequence[int] | None = None, padding: Padding = "VALID", *,
-           shift: bool = False) -> jax.Array:
-  """Polynomial pooling (Eq. 1, or Eq. 2 with ``shift=True``).
+           shift: bool | str = False) -> jax.Array:
+  """Polynomial pooling (Eq. 1, or Eq. 2 with ``shift="map"``/``True``).
 
   Follows ``flax.linen.max_pool``: channels-last inputs ``(*batch, *spatial, C)``
   with any number (also zero) of leading batch dims and a 1-D, 2-D or 3-D window.
@@ -49,10 +49,21 @@ def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
     padding: ``"VALID"``, ``"SAME"`` or ``(low, high)`` pairs per spatial dim.
       Padded positions are excluded from every window: they never carry weight,
       so ``alpha = 0`` is average pooling that does not count padding.
-    shift: use Eq. 2 for inputs that may be negative: every window is pooled as
-      ``f(R - min R) + min R``, with ``min R`` the window's own minimum (the paper
-      writes the feature map's minimum; the per-window form keeps each window
-      translation-equivariant and unaffected by outliers elsewhere).
+    shift: Eq. 2 for inputs that may be negative: every window is pooled as
+      ``f(R - m) + m`` with ``f`` Eq. 1 and ``m`` a minimum.
+
+      * ``False``/``None``: Eq. 1 (inputs must be non-negative).
+      * ``"map"`` (or ``True``): the paper's Eq. 2, ``m`` = the minimum of the whole
+        feature map, per image and channel (over all spatial dims). Its gradient is
+        routed to the map's argmin, split equally between ties. Only the window(s)
+        holding the map minimum contain a zero after the shift, so ``f`` stays a
+        genuine mix of all members: continuous at ``alpha = 0`` elsewhere.
+      * ``"window"``: ``m`` = each window's own minimum (gradient to the window's
+        argmin, split between ties). Translation-equivariant per window and blind to
+        outliers elsewhere, but a different function: the window minimum always
+        weighs 0 for ``alpha > 0``, so 2-member windows are exact max pooling (zero
+        gradient w.r.t. alpha) for every ``alpha > 0``, and ``alpha -> 0+`` gives the
+        mean of the other ``N - 1`` members, not the average (a jump at ``alpha = 0``).
 
   Returns:
     ``(*batch, *out_spatial, C)`` in ``inputs.dtype``, each value within
@@ -85,8 +96,13 @@ def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
     TypeError: integer or boolean ``inputs``.
     ValueError: wrong rank, window larger than the padded input, non-positive
       strides, malformed padding, ``alpha`` not broadcastable to the output; and,
-      when the values are concrete (not traced under ``jit``), non-finite or
-      negative ``alpha`` or negative ``inputs`` with ``shift=False``.
+      when the values are concrete, non-finite or negative ``alpha`` or negative
+      ``inputs`` with ``shift=False``; an unknown ``shift``.
+
+  Value checks run in NumPy on the host and only on concrete arrays: also on
+  constants closed over by a ``jit``/``grad``/``vmap``/``pmap``-traced function, never
+  on traced values (those are not checked, so the call never fails inside a trace
+  for want of a concrete value).
   """
   if not hasattr(inputs, "dtype"):
     inputs = jnp.asarray(inputs)
@@ -105,29 +121,49 @@ def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
     raise ValueError(f"p_pool: alpha of shape {alpha.shape} does not broadcast to the output "
                      f"shape {geom.out_shape} (scalar, (C,)=({geom.channels},) or a map "
                      "broadcastable to (*batch, *out_spatial, C)).")
-  _check_concrete_values(inputs, alpha, shift)
-  return _p_pool(inputs, alpha, geom, shift)
+  mode = _shift_mode(shift)
+  _check_concrete_values(inputs, alpha, mode)
+  return _p_pool(inputs, alpha, geom, mode)
 
 
 def _compute_dtype(dtype):
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
+def _shift_mode(shift) -> str | None:
+  """``None`` (Eq. 1), ``"map"`` (Eq. 2, the paper's) or ``"window"``."""
+  if shift is None or shift is False:
+    return None
+  if shift is True:
+    return "map"
+  if isinstance(shift, str) and shift in ("map", "window"):
+    return shift
+  raise ValueError(f"p_pool: shift must be False, True, 'map' or 'window', got {shift!r}.")
 
 
-def _check_concrete_values(inputs, alpha, shift):
-  if _is_concrete(alpha):
-    a = np.asarray(alpha, np.float64)
+def host_values(x) -> np.ndarray | None:
+  """``x`` as a NumPy array when its values are known (a concrete array, also one
+  closed over by a traced function), else ``None`` (a tracer). Never stages an op
+  into a trace, so checks built on it cannot fail with a tracer conversion error."""
+  if isinstance(x, jax.core.Tracer):
+    return None
+  return np.asarray(x)
+
+
+def _check_concrete_values(inputs, alpha, mode):
+  a = host_values(alpha)
+  if a is not None:
+    a = a.astype(np.float64)
     if not np.all(np.isfinite(a)):
       raise ValueError("p_pool: alpha must be finite, got non-finite values (use a large finite "
                        "alpha, e.g. 1e6, for max pooling).")
     if np.any(a < 0):
       raise ValueError(f"p_pool: alpha must be >= 0, got min {a.min():g}.")
-  if not shift and _is_concrete(inputs) and inputs.size and bool(jnp.min(inputs) < 0):
-    raise ValueError(f"p_pool: inputs must be non-negative for Eq. 1 (min is "
-                     f"{float(jnp.min(inputs)):g}); pass shift=True for Eq. 2 on signed inputs.")
+  if mode is None:
+    x = host_values(inputs)
+    if x is not None and x.size and x.min() < 0:
+      raise ValueError(f"p_pool: inputs must be non-negative for Eq. 1 (min is "
+                       f"{float(x.min()):g}); pass shift='map' for Eq. 2 on signed inputs.")
 
 
 class _Windows:
@@ -138,12 +174,17 @@ class _Windows:
   instead of materialising a ``(*out, k*k)`` patch tensor.
   """
 
-  def __init__(self, x: jax.Array, geom: WindowGeometry, shift: bool):
+  def __init__(self, x: jax.Array, geom: WindowGeometry, mode: str | None):
     self.members, self.masks = window_members(x, geom)
     hi = fold(jnp.maximum, masked(self.members, self.masks, -jnp.inf))
-    self.low = fold(jnp.minimum, masked(self.members, self.masks, jnp.inf)) if shift else None
-    # Values relative to the window minimum (Eq. 2) are non-negative by construction.
-    self.top = hi - self.low if shift else hi
+    if mode == "window":
+      self.low = fold(jnp.minimum, masked(self.members, self.masks, jnp.inf))
+    elif mode == "map":  # (*batch, 1, ..., 1, C): broadcasts against every offset
+      self.low = jnp.min(x, axis=_spatial_axes(x, geom), keepdims=True)
+    else:
+      self.low = None
+    # Values relative to a minimum (Eq. 2) are non-negative by construction.
+    self.top = hi if self.low is None else hi - self.low
     self.log_top = jnp.log(jnp.where(self.top > 0, self.top, 1))
 
   def weight(self, i, alpha):
@@ -166,9 +207,14 @@ class _Windows:
     return v if mask is None else jnp.where(mask, v, 0.0)
 
 
-def _forward(x, alpha, geom, shift, with_alpha_grad=False):
+def _spatial_axes(x, geom: WindowGeometry) -> tuple[int, ...]:
+  nb = x.ndim - geom.ndim - 1
+  return tuple(range(nb, nb + geom.ndim))
+
+
+def _forward(x, alpha, geom, mode, with_alpha_grad=False):
   cdt = _compute_dtype(x.dtype)
-  win = _Windows(x.astype(cdt), geom, shift)
+  win = _Windows(x.astype(cdt), geom, mode)
   a = alpha.astype(cdt)
   sums = {"e": [], "ez": [], "el": [], "ezl": []}
   for i in range(len(win.members)):
@@ -192,24 +238,25 @@ def _forward(x, alpha, geom, shift, with_alpha_grad=False):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _p_pool(x, alpha, geom, shift):
-  y, _, _, _ = _forward(x, alpha, geom, shift)
+def _p_pool(x, alpha, geom, mode):
+  y, _, _, _ = _forward(x, alpha, geom, mode)
   return y.astype(x.dtype)
 
 
-def _p_pool_fwd(x, alpha, geom, shift):
-  y, f, s0, df_da = _forward(x, alpha, geom, shift, with_alpha_grad=True)
+def _p_pool_fwd(x, alpha, geom, mode):
+  y, f, s0, df_da = _forward(x, alpha, geom, mode, with_alpha_grad=True)
   # Residuals are output-sized (no patch tensor) and stay in the compute dtype:
   # the bfloat16 output is too coarse for the (x_i - y) differences of Eq. 3.
   return y.astype(x.dtype), (x, alpha, f, s0, df_da)
 
 
-def _p_pool_bwd(geom, shift, res, ct):
+def _p_pool_bwd(geom, mode, res, ct):
   x, alpha, f, s0, df_da = res
   cdt = f.dtype
   ct = ct.astype(cdt)
   g_alpha = _sum_to_shape(ct * df_da, alpha.shape)
-  win = _Windows(x.astype(cdt), geom, shift)
+  xc = x.astype(cdt)
+  win = _Windows(xc, geom, mode)
   a = alpha.astype(cdt)
   m = win.top
   dz = []
@@ -221,7 +268,7 @@ def _p_pool_bwd(geom, shift, res, ct):
     # (-f / sum z) and 0 < a < 1 takes the documented convention 0.
     at_zero = jnp.where((a == 1) & (m > 0), -f / (jnp.where(m > 0, m, 1) * s0), 0.0)
     dz.append(win.mask(i, w + jnp.where(pos, a * w * (z - f) / safe_z, at_zero)))
-  if shift:
+  if mode == "window":
     # Eq. 2 adds min R back: d/dx of the window minimum is routed to its argmin,
     # split between ties, carrying 1 - sum_i df/dz_i.
     is_min = [(v == win.low) if mk is None else (v == win.low) & mk
@@ -230,6 +277,14 @@ def _p_pool_bwd(geom, shift, res, ct):
     rest = (1.0 - fold(jnp.add, dz)) / n_min
     dz = [g + jnp.where(b, rest, 0.0) for g, b in zip(dz, is_min)]
   gx = scatter_offsets([ct * g for g in dz], geom)
+  if mode == "map":
+    # The map minimum enters every window of its image and channel: its gradient,
+    # sum over windows of ct * (1 - sum_i df/dz_i), goes to the map's argmin (split
+    # between ties).
+    axes = _spatial_axes(xc, geom)
+    rest = jnp.sum(ct * (1.0 - fold(jnp.add, dz)), axis=axes, keepdims=True)
+    is_min = (xc == win.low).astype(cdt)
+    gx = gx + is_min * (rest / jnp.sum(is_min, axis=axes, keepdims=True))
   return gx.astype(x.dtype), g_alpha.astype(alpha.dtype)
 
 

@@ -20,6 +20,12 @@ def num_classes(cfg: ml_collections.ConfigDict) -> int:
   return SYNTHETIC_CLASSES if d.name == "synthetic" else get_spec(d.name).num_classes
 
 
+def boundary_protocol(cfg: ml_collections.ConfigDict) -> str:
+  """The dataset's boundary-metric protocol ("void_band" for VOC, else "label")."""
+  d = cfg.dataset
+  return "label" if d.name == "synthetic" else get_spec(d.name).boundary_protocol
+
+
 def augment_config(cfg: ml_collections.ConfigDict) -> AugmentConfig:
   d = cfg.dataset
   return AugmentConfig(crop_size=(d.crop_size, d.crop_size), scale_range=tuple(d.scale_range),

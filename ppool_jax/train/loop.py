@@ -19,7 +19,7 @@ from ppool_jax.data import TrainLoader, eval_batches
 from ppool_jax.metrics import segmentation_scores
 from ppool_jax.models import build_model
 from ppool_jax.train.checkpoints import Checkpoints
-from ppool_jax.train.inputs import augment_config, num_classes, sources
+from ppool_jax.train.inputs import augment_config, boundary_protocol, num_classes, sources
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.steps import AXIS, TrainState, make_eval_step, make_train_step
 from ppool_jax.train.writers import MetricWriter
@@ -119,7 +119,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
     logging.warning("resumed from step %d in %s", start, workdir)
   rstate = flax.jax_utils.replicate(state)
   p_train = jax.pmap(make_train_step(model, tx), axis_name=AXIS, donate_argnums=(0,))
-  p_eval = jax.pmap(make_eval_step(model, num_classes(cfg)), axis_name=AXIS)
+  p_eval = jax.pmap(make_eval_step(model, num_classes(cfg), boundary_protocol(cfg)),
+                    axis_name=AXIS)
   writer = MetricWriter(workdir, enabled=process == 0)
   bar = tqdm(total=cfg.total_steps, initial=start, disable=process != 0 or not cfg.progress_bar,
              desc="train", unit="step", dynamic_ncols=True)

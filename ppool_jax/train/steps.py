@@ -35,7 +35,9 @@ def pixel_cross_entropy(logits, labels):
   """Per-pixel cross-entropy and validity mask (label 255 is ignored)."""
   valid = labels != IGNORE
   safe = jnp.where(valid, labels, 0)
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
+  # At least float32 (bfloat16 logits are upcast; float64 ones are kept).
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), safe)
   return jnp.where(valid, ce, 0.0), valid
 
 
@@ -79,11 +81,12 @@ def make_train_step(model, tx):
   return train_step
 
 
-def make_eval_step(model, num_classes: int):
+def make_eval_step(model, num_classes: int, protocol: str = "label"):
+  """Summed metric counts; ``protocol`` is the dataset's boundary protocol (metrics)."""
   def eval_step(state: TrainState, batch):
     images, labels = batch["image"], batch["label"]     # (1, H, W, 3), (1, H, W) per device
     logits = model.apply({"params": state.params, **state.model_state}, images, train=False)
-    counts = segmentation_counts(jnp.argmax(logits, -1), labels, num_classes)
+    counts = segmentation_counts(jnp.argmax(logits, -1), labels, num_classes, protocol=protocol)
     return jax.lax.psum(counts, AXIS)
 
   return eval_step
