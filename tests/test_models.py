@@ -67,6 +67,18 @@ class ShapesTest(parameterized.TestCase):
     self.assertGreater(extra, 0)
     self.assertLess(extra / 14_714_688, 0.002)
 
+  def test_frozen_backbone_bn_but_new_aspp_bn_trains(self):
+    model = DeepLabV3(num_classes=3, width=TINY, frozen_bn=True)
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 48, 48, 3))
+    variables = _init(model, x)
+    _, new = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                         rngs={"dropout": jax.random.PRNGKey(4)})
+    old = variables["batch_stats"]
+    changed = lambda a, b: any(bool(jnp.any(p != q)) for p, q in
+                               zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    self.assertFalse(changed(new["batch_stats"]["backbone"], old["backbone"]))
+    self.assertTrue(changed(new["batch_stats"]["aspp"]["bn_project"], old["aspp"]["bn_project"]))
+
   def test_bad_pooling_config_is_an_error(self):
     x = jnp.zeros((1, 32, 32, 3))
     with self.assertRaisesRegex(ValueError, "needs 5 entries"):

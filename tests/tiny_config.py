@@ -21,6 +21,8 @@ def get_config():
   c.model.blocks = ((4,), (8,), (8,))
   c.model.pooling = "p"
   c.optim.name = "sgd"
+  c.optim.source_loss = "mean"          # our own optax recipe, not a mapped Caffe solver
+  c.loss.normalization = "valid"
   c.optim.learning_rate = 0.05
   c.optim.schedule = "step"
   c.optim.step_boundaries = (60,)

@@ -22,6 +22,8 @@ def get_config():
   c.model.blocks = ((16, 16), (32, 32), (64, 64), (64, 64))  # 4 stages, output stride 8
   c.model.pooling = "p"
   c.optim.name = "adam"
+  c.optim.source_loss = "mean"          # our own optax recipe, not a mapped Caffe solver
+  c.loss.normalization = "valid"
   c.optim.learning_rate = 2e-3
   c.optim.weight_decay = 0.0
   c.optim.schedule = "poly"

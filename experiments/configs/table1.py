@@ -9,9 +9,10 @@ Needs the dataset on disk (``--config.dataset.root``) and ImageNet weights conve
 ``~/ppool_weights/<backbone>``). Missing data or weights stop the run with a clear error.
 """
 
-from ppool_jax.train.config import base_config, summed_lr_to_mean_lr
+from ppool_jax.train.config import base_config
 
-DATASETS = {  # train split, eval split, crop size (ours: the paper does not give crops)
+DATASETS = {  # train split, eval split, crop size ([ours]: the paper does not give crops;
+              # 321 is DeepLab's VOC crop, 513 DeepLabv3's Cityscapes one)
     "voc_aug": ("train_aug", "val", 321),
     "cityscapes": ("train", "val", 513),
     "ade20k": ("train", "val", 321),
@@ -43,5 +44,6 @@ def get_config(arg: str = "voc_aug,vgg16,p"):
   c.model.pooling = METHODS[backbone][method]
   c.model.pretrained = f"~/ppool_weights/{backbone}"
   c.model.frozen_bn = backbone == "resnet50"  # small per-device batches: keep ImageNet stats
-  c.optim.learning_rate = summed_lr_to_mean_lr(2e-7, crop, c.global_batch_size)
+  # The solver is base_config's: the paper's 2e-7 on the summed loss, mapped with its weight
+  # decay to our loss / (crop^2 x batch) (ppool_jax.train.caffe.map_summed_solver).
   return c

@@ -5,7 +5,7 @@
 Argument: pool1 .. pool5, all_max or all_p.
 """
 
-from ppool_jax.train.config import base_config, summed_lr_to_mean_lr
+from ppool_jax.train.config import base_config
 
 CHOICES = ("pool1", "pool2", "pool3", "pool4", "pool5", "all_max", "all_p")
 
@@ -27,5 +27,5 @@ def get_config(arg: str = "pool1"):
     stage = int(arg[-1]) - 1
     c.model.pooling = ",".join("p" if i == stage else "max" for i in range(5))
   c.model.pretrained = "~/ppool_weights/vgg16"
-  c.optim.learning_rate = summed_lr_to_mean_lr(2e-7, 321, c.global_batch_size)
+  # The solver is base_config's (the paper's VGG16/VOC recipe, mapped from the summed loss).
   return c

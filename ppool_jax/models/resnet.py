@@ -62,7 +62,8 @@ class ResNet50Backbone(nn.Module):
     pool_window: window of the inserted poolings (2x2, stride 2).
     output_stride: 32 (paper) or 16 (DeepLabv3: the last inserted pooling has stride 1 and
       layer4 uses dilation 2).
-    frozen_bn: always use the running statistics (and never update them).
+    frozen_bn: always use the running statistics (and never update them). For DeepLabV3 it
+      applies to the pretrained backbone only; the new ASPP BatchNorms always train.
     bn_axis_name: pmap axis name over which BatchNorm statistics are averaged in training.
     width: channel multiplier for tests (1.0 is ResNet-50).
   """
@@ -171,7 +172,9 @@ class DeepLabV3(nn.Module):
     h = ResNet50Backbone(self.pooling, self.pool_options, output_stride=16,
                          frozen_bn=self.frozen_bn, bn_axis_name=self.bn_axis_name,
                          width=self.width, name="backbone")(x, train)
-    h = ASPP(channels(self.aspp_features, self.width), frozen_bn=self.frozen_bn,
+    # ASPP is new: its BatchNorms always train their statistics (frozen_bn is about the
+    # pretrained backbone's).
+    h = ASPP(channels(self.aspp_features, self.width), frozen_bn=False,
              bn_axis_name=self.bn_axis_name, name="aspp")(h, train)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     return upsample_to(nn.Conv(self.num_classes, (1, 1), name="classifier")(h), x.shape[1:3])

@@ -2,15 +2,15 @@
 
 Experiment files under ``experiments/configs/`` call ``base_config()`` and override
 fields; every field can also be overridden on the command line
-(``--config.model.pooling=max``).
+(``--config.model.pooling=max``). Each default says where it comes from: **[paper]**
+(Wei et al. 2019, §4.1), **[caffe]** (Caffe's behaviour, which the paper's implementation
+used), **[ours]** (our choice where the paper gives no value).
 
-Learning rate and the paper's 2e-7: Caffe's ``SoftmaxWithLoss`` with normalisation off
-*sums* the per-pixel losses, so its gradient is ``P`` times the gradient of our *mean*
-cross-entropy over the ``P`` valid pixels of a batch. Plain SGD (with momentum) on the
-sum with rate ``r`` therefore takes the same steps as SGD on the mean with rate
-``r * P``: ``summed_lr_to_mean_lr``. Weight decay is not part of the loss, so it keeps its
-coefficient. ``P`` is the number of labelled pixels per batch (crop area x batch size,
-less ignored pixels; we use the crop area x batch size).
+The defaults are the paper's VGG16/VOC recipe: Caffe SGD, lr 2e-7 on the *summed*
+per-pixel loss, momentum 0.9, weight decay 5e-4, 10,000 iterations, x0.1 at 6,000, side
+branches at 3x. We divide the summed loss by the fixed ``P`` = crop area x batch
+(``loss.normalization = "batch_pixels"``) and map the solver exactly: lr x P and weight
+decay / P (``ppool_jax.train.caffe.map_summed_solver``).
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ import ml_collections
 
 
 def summed_lr_to_mean_lr(summed_lr: float, crop_size: int, global_batch_size: int) -> float:
-  """The rate for a mean-reduced loss that equals SGD with ``summed_lr`` on the summed loss."""
+  """The learning rate for a loss divided by ``P = crop_size^2 * global_batch_size`` that
+  takes the steps ``summed_lr`` takes on the summed loss. Weight decay maps too (``/ P``):
+  use ``ppool_jax.train.caffe.map_summed_solver`` for the whole solver."""
   return summed_lr * crop_size * crop_size * global_batch_size
 
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.total_steps = 10_000                # paper §4.1: 10,000 iterations
-  c.global_batch_size = 10
+  c.seed = 0                             # [ours]
+  c.total_steps = 10_000                 # [paper] 10,000 iterations
+  c.global_batch_size = 10               # [ours] not in the paper; DeepLab-LargeFOV's 10/20
   c.log_every = 20
   c.eval_every = 1000
   c.checkpoint_every = 500
@@ -43,9 +45,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.data_dir = ""                # TFDS data_dir (reader=tfds)
   c.dataset.train_split = "train"
   c.dataset.eval_split = "val"
-  c.dataset.crop_size = 321
-  c.dataset.scale_range = (0.5, 2.0)
-  c.dataset.flip = True
+  c.dataset.crop_size = 321              # [ours] DeepLab's VOC crop; the paper gives none
+  c.dataset.scale_range = (0.5, 2.0)     # [ours] DeepLab-style scale augmentation
+  c.dataset.flip = True                  # [ours]
+  c.dataset.preprocessing = "imagenet"   # imagenet (torchvision weights) | caffe (BGR, 0-255, mean)
   c.dataset.num_workers = 4
   c.dataset.synthetic_train = 2000      # synthetic only: number of images, size, seed
   c.dataset.synthetic_eval = 200
@@ -55,22 +58,34 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "vgg16_seg"            # see ppool_jax.models.MODELS
   c.model.pooling = "p"                 # one name, or one per stage: "p,max,max,max,max"
-  c.model.pool_options = ml_collections.ConfigDict({"p": {"clip_max": 35.0}})
+  c.model.pool_options = ml_collections.ConfigDict({"p": {"clip_max": 35.0}})  # [paper] C = 35
   c.model.width = 1.0
   c.model.blocks = ml_collections.config_dict.placeholder(tuple)  # VGG-style nets only
   c.model.frozen_bn = False
   c.model.pretrained = ""               # orbax checkpoint written by ppool_jax.convert
 
+  c.loss = ml_collections.ConfigDict()
+  # valid: mean over the labelled pixels of the global batch (TF DeepLab, Caffe's default
+  # normalisation); batch_pixels: sum / (crop area x global batch), a fixed divisor that
+  # maps a summed-loss (normalisation off) solver exactly.
+  c.loss.normalization = "batch_pixels"  # [paper]+[caffe]: the 2e-7 is on a summed loss
+
   c.optim = ml_collections.ConfigDict()
-  c.optim.name = "sgd"                  # sgd | adam
-  c.optim.learning_rate = summed_lr_to_mean_lr(2e-7, 321, 10)  # paper's 2e-7 on a summed loss
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 5e-4
-  c.optim.schedule = "step"             # step | poly | constant
-  c.optim.step_boundaries = (6_000,)    # paper: step at 6,000
-  c.optim.step_factor = 0.1
+  c.optim.name = "caffe_sgd"            # [paper] Caffe SGD | sgd | adam (optax, ours)
+  c.optim.source_loss = "sum"           # the numbers below are for a summed loss: mapped
+  c.optim.learning_rate = 2e-7          # [paper] as published (mapped: x P)
+  c.optim.momentum = 0.9                # [ours] not in the paper; Caffe VGG/DeepLab's 0.9
+  c.optim.weight_decay = 5e-4           # [ours] not in the paper; VGG/DeepLab's 5e-4 (mapped: / P)
+  c.optim.schedule = "step"             # [paper] step
+  c.optim.step_boundaries = (6_000,)    # [paper] steps at 6,000
+  c.optim.step_factor = 0.1             # [ours] Caffe's usual gamma; the paper gives none
   c.optim.poly_power = 0.9
-  c.optim.side_branch_lr_mult = 3.0     # paper: side branches at 3x the learning rate
+  c.optim.side_branch_lr_mult = 3.0     # [paper] side branches at 3x the learning rate
+  c.optim.bias_lr_mult = 2.0            # [caffe] VGG/FCN/DeepLab prototxts: biases lr x2 ...
+  c.optim.bias_decay_mult = 0.0         # [caffe] ... and no decay (keeps alpha's bias 20)
+  c.optim.head_lr_mult = 1.0            # [ours] the paper names no classifier multiplier
+  c.optim.prelu_decay_mult = 0.0        # [He et al. 2015] no decay on PReLU slopes
+  c.optim.side_branch_decay_mult = 1.0  # [caffe] default decay_mult for the branch kernels
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""  # host:port; empty = single process

@@ -118,7 +118,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
     state = ckpts.restore(start, jax.device_get(state))
     logging.warning("resumed from step %d in %s", start, workdir)
   rstate = flax.jax_utils.replicate(state)
-  p_train = jax.pmap(make_train_step(model, tx), axis_name=AXIS, donate_argnums=(0,))
+  p_train = jax.pmap(make_train_step(model, tx, cfg.loss.normalization), axis_name=AXIS,
+                     donate_argnums=(0,))
   p_eval = jax.pmap(make_eval_step(model, num_classes(cfg), boundary_protocol(cfg)),
                     axis_name=AXIS)
   writer = MetricWriter(workdir, enabled=process == 0)

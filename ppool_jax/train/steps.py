@@ -1,8 +1,8 @@
 """pmap-able train and eval steps (axis name ``"batch"``).
 
-The loss is the cross-entropy averaged over the valid pixels of the *global* batch:
-each device sums its pixels' losses and divides by the psum of valid-pixel counts, and
-gradients are psum'd. One step on D devices therefore equals the same step on one
+The loss is the summed per-pixel cross-entropy of the *global* batch divided by the
+psum of valid-pixel counts (or by the fixed pixel count of the batch), and gradients
+are psum'd. One step on D devices therefore equals the same step on one
 device with the whole batch (BatchNorm statistics are averaged over the same axis).
 """
 
@@ -45,11 +45,24 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-def make_train_step(model, tx):
+NORMALIZATIONS = ("valid", "batch_pixels")
+
+
+def make_train_step(model, tx, normalization: str = "valid"):
+  """A pmap-able step; ``normalization`` divides the summed per-pixel loss by the number of
+  labelled pixels of the global batch (``"valid"``) or by the fixed number of pixels of the
+  global batch (``"batch_pixels"``, crop area x batch: maps a summed-loss solver exactly)."""
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"unknown loss normalization {normalization!r}; choose from "
+                     f"{NORMALIZATIONS}.")
+
   def train_step(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(AXIS))
-    count = jax.lax.psum(jnp.sum(batch["label"] != IGNORE), AXIS)
-    count = jnp.maximum(count, 1).astype(jnp.float32)
+    if normalization == "valid":
+      count = jax.lax.psum(jnp.sum(batch["label"] != IGNORE), AXIS)
+      count = jnp.maximum(count, 1).astype(jnp.float32)
+    else:
+      count = jax.lax.psum(batch["label"].size, AXIS)
     mutable = list(state.model_state.keys())
 
     def loss_fn(params):
