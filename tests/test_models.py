@@ -45,9 +45,9 @@ class ShapesTest(parameterized.TestCase):
     cases = [(VGG16Backbone(width=TINY), 16, lambda y: y["out"]),
              (VGG16Backbone(width=TINY, output_stride=32), 32, lambda y: y["out"]),
              (VGG16Backbone(width=TINY), 8, lambda y: y["pool3"]),
-             (ResNet50Backbone(width=TINY), 32, lambda y: y),
-             (ResNet50Backbone(width=TINY, output_stride=16), 16, lambda y: y),
-             (ResNet50Backbone(width=TINY, pooling="stride_in_conv"), 32, lambda y: y)]
+             (ResNet50Backbone(width=TINY), 32, lambda y: y["out"]),
+             (ResNet50Backbone(width=TINY, output_stride=16), 16, lambda y: y["out"]),
+             (ResNet50Backbone(width=TINY, pooling="stride_in_conv"), 32, lambda y: y["out"])]
     for module, stride, pick in cases:
       v = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))
       out = pick(jax.eval_shape(lambda v: module.apply(v, x), v))
@@ -241,7 +241,7 @@ class ConverterTest(parameterized.TestCase):
     converted = convert.convert_state_dict("resnet50", sd)
     x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
     # "stride_in_conv" everywhere is the vanilla torchvision network.
-    ours = ResNet50Backbone(pooling="stride_in_conv").apply(converted, x)
+    ours = ResNet50Backbone(pooling="stride_in_conv").apply(converted, x)["out"]
     ref = reference_resnet50_features(sd, x)
     np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * float(jnp.abs(ref).max()))
     # Into a P-pooling ResNet50Seg: backbone convs replaced, side branches kept.

@@ -17,8 +17,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ppool_jax.models.common import (STRIDE_IN_CONV, PoolingSpec, channels, pool_layer,
-                                     stage_poolings, upsample_to)
+from ppool_jax.models.common import (PIXELS, STRIDE_IN_CONV, PoolingSpec, channels, pool_layer,
+                                     resample, stage_poolings)
 
 RESNET50_LAYERS = ((64, 3), (128, 4), (256, 6), (512, 3))
 
@@ -66,6 +66,10 @@ class ResNet50Backbone(nn.Module):
       applies to the pretrained backbone only; the new ASPP BatchNorms always train.
     bn_axis_name: pmap axis name over which BatchNorm statistics are averaged in training.
     width: channel multiplier for tests (1.0 is ResNet-50).
+
+  Returns ``{"out": features, "grid": their Grid on the input pixels}``. Strided convs
+  keep torchvision's padding (3 for conv1, 1 for 3x3, 0 for 1x1), so they are centred;
+  the inserted 2x2 stride-2 poolings use SAME padding (ceil rounding, as the VGG models).
   """
   pooling: PoolingSpec = "max"
   pool_options: Mapping[str, Mapping[str, Any]] | None = None
@@ -82,18 +86,23 @@ class ResNet50Backbone(nn.Module):
     pools = stage_poolings(self.pooling, 4, "ResNet50Backbone")
     bn = partial(_bn, train, self.frozen_bn, self.bn_axis_name)
 
-    def pool(i, x):
+    grid = PIXELS
+
+    def pool(i, x, grid):
       stride = 1 if (i == 3 and self.output_stride == 16) else 2
       window = (3, 3) if stride == 1 else self.pool_window
+      grid = grid.after(x.shape[1:3], window[0], stride, "SAME")
       return pool_layer(pools[i], window, (stride, stride), "SAME", self.pool_options,
-                        f"pool_stage{i + 1}")(x)
+                        f"pool_stage{i + 1}")(x), grid
 
     conv1_stride = 2 if pools[0] == STRIDE_IN_CONV else 1
+    grid = grid.after(x.shape[1:3], 7, conv1_stride, [(3, 3)] * 2)
     x = nn.Conv(channels(64, self.width), (7, 7), strides=conv1_stride, padding=[(3, 3)] * 2,
                 use_bias=False, name="conv1")(x)
     x = nn.relu(bn("bn1")(x))
     if pools[0] != STRIDE_IN_CONV:
-      x = pool(0, x)
+      x, grid = pool(0, x, grid)
+    grid = grid.after(x.shape[1:3], 3, 2, ((1, 1), (1, 1)))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))  # pool1, unchanged
     in_ch = channels(64, self.width)
     for li, (planes, blocks) in enumerate(RESNET50_LAYERS, start=1):
@@ -103,14 +112,17 @@ class ResNet50Backbone(nn.Module):
         stride = 1
         if bi == 0 and li > 1 and pools[li - 1] == STRIDE_IN_CONV:
           stride = 1 if dilation > 1 else 2
-        x = Bottleneck(planes, stride, dilation if bi > 0 or li < 4 else 1,
+        block_dilation = dilation if bi > 0 or li < 4 else 1
+        # The 3x3 conv (padding = dilation) and the 1x1 shortcut are both centred.
+        grid = grid.after(x.shape[1:3], 3, stride, [(block_dilation,) * 2] * 2, block_dilation)
+        x = Bottleneck(planes, stride, block_dilation,
                        downsample=(bi == 0 and (stride != 1 or in_ch != planes * 4)),
                        frozen_bn=self.frozen_bn, bn_axis_name=self.bn_axis_name,
                        name=f"layer{li}_{bi}")(x, train)
         in_ch = planes * 4
       if li < 4 and pools[li] != STRIDE_IN_CONV:
-        x = pool(li, x)  # after res2c, res3d, res4f
-    return x
+        x, grid = pool(li, x, grid)  # after res2c, res3d, res4f
+    return {"out": x, "grid": grid}
 
 
 class ResNet50Seg(nn.Module):
@@ -125,9 +137,11 @@ class ResNet50Seg(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    h = ResNet50Backbone(self.pooling, self.pool_options, frozen_bn=self.frozen_bn,
-                         bn_axis_name=self.bn_axis_name, width=self.width, name="backbone")(x, train)
-    return upsample_to(nn.Conv(self.num_classes, (1, 1), name="classifier")(h), x.shape[1:3])
+    feats = ResNet50Backbone(self.pooling, self.pool_options, frozen_bn=self.frozen_bn,
+                             bn_axis_name=self.bn_axis_name, width=self.width,
+                             name="backbone")(x, train)
+    logits = nn.Conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
+    return resample(logits, feats["grid"], x.shape[1:3])
 
 
 class ASPP(nn.Module):
@@ -169,12 +183,14 @@ class DeepLabV3(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    h = ResNet50Backbone(self.pooling, self.pool_options, output_stride=16,
-                         frozen_bn=self.frozen_bn, bn_axis_name=self.bn_axis_name,
-                         width=self.width, name="backbone")(x, train)
+    feats = ResNet50Backbone(self.pooling, self.pool_options, output_stride=16,
+                             frozen_bn=self.frozen_bn, bn_axis_name=self.bn_axis_name,
+                             width=self.width, name="backbone")(x, train)
+    h = feats["out"]
     # ASPP is new: its BatchNorms always train their statistics (frozen_bn is about the
     # pretrained backbone's).
     h = ASPP(channels(self.aspp_features, self.width), frozen_bn=False,
              bn_axis_name=self.bn_axis_name, name="aspp")(h, train)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    return upsample_to(nn.Conv(self.num_classes, (1, 1), name="classifier")(h), x.shape[1:3])
+    logits = nn.Conv(self.num_classes, (1, 1), name="classifier")(h)
+    return resample(logits, feats["grid"], x.shape[1:3])

@@ -13,8 +13,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ppool_jax.models.common import (STRIDE_IN_CONV, PoolingSpec, channels, pool_layer,
-                                     stage_poolings, upsample_to)
+from ppool_jax.models.common import (PIXELS, STRIDE_IN_CONV, PoolingSpec, channels, pool_layer,
+                                     resample, stage_poolings)
+
+PAD1 = ((1, 1), (1, 1))  # 3x3 convs: Caffe's and torchvision's padding 1 (also when strided)
 
 VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -31,7 +33,11 @@ class VGG16Backbone(nn.Module):
     width: channel multiplier (1.0 is VGG16; smaller values for tests and CPU demos).
     blocks: conv channels per stage, one pooling after each (default VGG16's five).
 
-  Returns a dict of features: ``pool3`` (stride 8), ``pool4`` (stride 16) and ``out``.
+  Returns a dict of features: ``pool3`` (stride 8), ``pool4`` (stride 16) and ``out``, and
+  ``grids``, each feature's :class:`~ppool_jax.models.common.Grid` on the input pixels.
+  Poolings use SAME padding: odd sizes round up (Caffe's ceil mode, the paper's
+  implementation; torchvision rounds down and drops the last row/column), so every pixel
+  is in some cell and a 2x2 stride-2 cell ``j`` is centred on ``2j + 0.5``.
   """
   pooling: PoolingSpec = "max"
   pool_options: Mapping[str, Mapping[str, Any]] | None = None
@@ -46,21 +52,25 @@ class VGG16Backbone(nn.Module):
       raise ValueError(f"VGG16Backbone: output_stride must be {2 ** (n - 1)} or {2 ** n} for "
                        f"{n} stages, got {self.output_stride}.")
     pools = stage_poolings(self.pooling, n, "VGG16Backbone")
-    feats = {}
+    feats, grids, grid = {}, {}, PIXELS
     for b, (block, pool_name) in enumerate(zip(self.blocks, pools), start=1):
       last_stage_stride1 = b == n and self.output_stride == 2 ** (n - 1)
       stride = 1 if last_stage_stride1 else 2
       for j, c in enumerate(block, start=1):
         conv_stride = stride if (pool_name == STRIDE_IN_CONV and j == len(block)) else 1
-        x = nn.Conv(channels(c, self.width), (3, 3), strides=conv_stride, padding="SAME",
+        grid = grid.after(x.shape[1:3], 3, conv_stride, PAD1)
+        x = nn.Conv(channels(c, self.width), (3, 3), strides=conv_stride, padding=PAD1,
                     name=f"conv{b}_{j}")(x)
         x = nn.relu(x)
       if pool_name != STRIDE_IN_CONV:
         window = (3, 3) if last_stage_stride1 else (2, 2)
+        grid = grid.after(x.shape[1:3], window[0], stride, "SAME")
         x = pool_layer(pool_name, window, (stride, stride), "SAME", self.pool_options,
                        f"pool{b}")(x)
-      feats[f"pool{b}"] = x
-    return {"pool3": feats.get("pool3"), "pool4": feats.get("pool4"), "out": x}
+      feats[f"pool{b}"], grids[f"pool{b}"] = x, grid
+    grids["out"] = grid
+    return {"pool3": feats.get("pool3"), "pool4": feats.get("pool4"), "out": x,
+            "grids": {k: grids.get(k) for k in ("pool3", "pool4", "out")}}
 
 
 class VGG16Seg(nn.Module):
@@ -78,7 +88,7 @@ class VGG16Seg(nn.Module):
     feats = VGG16Backbone(self.pooling, self.pool_options, 2 ** (len(self.blocks) - 1),
                           self.width, tuple(map(tuple, self.blocks)), name="backbone")(x)
     logits = nn.Conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
-    return upsample_to(logits, x.shape[1:3])
+    return resample(logits, feats["grids"]["out"], x.shape[1:3])
 
 
 class DeepLabLargeFOV(nn.Module):
@@ -103,7 +113,7 @@ class DeepLabLargeFOV(nn.Module):
     h = nn.relu(nn.Conv(fc, (1, 1), name="fc7")(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     logits = nn.Conv(self.num_classes, (1, 1), name="fc8")(h)
-    return upsample_to(logits, x.shape[1:3])
+    return resample(logits, feats["grids"]["out"], x.shape[1:3])
 
 
 class FCN8s(nn.Module):
@@ -132,8 +142,10 @@ class FCN8s(nn.Module):
     # FCN scales the skip features before scoring (0.01 for pool4, 1e-4 for pool3).
     s4 = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
                  name="score_pool4")(feats["pool4"] * 0.01)
-    score = upsample_to(score, s4.shape[1:3]) + s4
+    g = feats["grids"]
+    # FCN aligns the 2x upsampled scores with the skips by cropping; here the exact grids do.
+    score = resample(score, g["out"], s4.shape[1:3], g["pool4"]) + s4
     s3 = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
                  name="score_pool3")(feats["pool3"] * 1e-4)
-    score = upsample_to(score, s3.shape[1:3]) + s3
-    return upsample_to(score, x.shape[1:3])
+    score = resample(score, g["pool4"], s3.shape[1:3], g["pool3"]) + s3
+    return resample(score, g["pool3"], x.shape[1:3])
