@@ -6,9 +6,11 @@
 The input is a torchvision ``state_dict`` saved as ``.pth``/``.pt`` (reading it needs
 ``torch``) or ``.safetensors`` / ``.npz`` (no torch needed). The output is an orbax
 checkpoint of ``{"params": ..., "batch_stats": ...}`` for ``VGG16Backbone`` or
-``ResNet50Backbone``; ``merge_backbone`` puts it into a full model's variables.
-Tensors the backbone does not use (VGG's ``classifier.*``, ResNet's ``fc.*``,
-``num_batches_tracked``) are skipped; anything else that does not match is an error.
+``ResNet50Backbone`` and, for VGG16, ``"heads"``: the fully connected fc6/fc7 recast as
+convolutions for FCN-8s and DeepLab-LargeFOV (:func:`vgg16_heads`). ``merge_pretrained``
+puts it into a full model's variables. Tensors nothing uses (VGG's ``classifier.6``,
+ResNet's ``fc.*``, ``num_batches_tracked``) are skipped; anything else that does not match
+is an error.
 """
 
 from __future__ import annotations
@@ -62,6 +64,46 @@ def _resnet50_mapping() -> dict[str, tuple[str, ...]]:
         mapping[f"{t}.downsample.0.weight"] = ("params", f, "downsample_conv", "kernel")
         mapping.update(_bn_mapping(f"{t}.downsample.1", (f, "downsample_bn")))
   return mapping
+
+
+# torchvision vgg16.classifier: 0 Linear(25088, 4096), 3 Linear(4096, 4096), 6 Linear(4096, 1000).
+_VGG16_FC = ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
+
+
+def vgg16_heads(state_dict: Mapping[str, np.ndarray]) -> dict:
+  """fc6/fc7 of torchvision's VGG16 classifier as the conv layers of the VGG pipelines.
+
+  * ``fcn8s``: fc6 7x7x512 -> 4096 and fc7 1x1 4096 -> 4096, the classifier reshaped
+    into convolutions (Long et al. 2015, §3.1, "convolutionalization"). torchvision
+    flattens pool5 in (C, H, W) order, so fc6's weight is ``(4096, 512, 7, 7)``.
+  * ``deeplab_largefov``: DeepLab's "VGG16-20M" (Chen et al. 2015, §3.1 and §4: fc6
+    decimated "by subsampling" from 7x7 to 3x3 spatially and both fc layers from 4096 to
+    1024 channels). Our rule: spatial taps 0, 3, 6 (every third, the corner and centre
+    taps), output channels ``0::4`` for fc6, input and output channels ``0::4`` for fc7,
+    biases ``0::4``. The paper does not list the indices; this subsampling is our choice.
+
+  Returns ``{"fcn8s": {"fc6": {...}, "fc7": {...}}, "deeplab_largefov": {...}}`` in Flax
+  layout, or ``{}`` when the state dict has no classifier.
+  """
+  present = [k in state_dict for k in _VGG16_FC]
+  if not any(present):
+    return {}
+  if not all(present):
+    raise ConversionError("vgg16 classifier is incomplete: missing "
+                          + ", ".join(k for k, p in zip(_VGG16_FC, present) if not p))
+  w6, b6, w7, b7 = (np.asarray(state_dict[k], np.float32) for k in _VGG16_FC)
+  if (w6.shape, b6.shape, w7.shape, b7.shape) != ((4096, 25088), (4096,), (4096, 4096), (4096,)):
+    raise ConversionError(f"vgg16 classifier has shapes {w6.shape}, {b6.shape}, {w7.shape}, "
+                          f"{b7.shape}; expected (4096, 25088), (4096,), (4096, 4096), (4096,).")
+  fc6 = w6.reshape(4096, 512, 7, 7)
+  conv = lambda w: np.ascontiguousarray(np.transpose(w, (2, 3, 1, 0)))  # OIHW -> HWIO
+  return {
+      "fcn8s": {"fc6": {"kernel": conv(fc6), "bias": b6},
+                "fc7": {"kernel": conv(w7[:, :, None, None]), "bias": b7}},
+      "deeplab_largefov": {
+          "fc6": {"kernel": conv(fc6[0::4, :, 0::3, 0::3]), "bias": b6[0::4]},
+          "fc7": {"kernel": conv(w7[0::4, 0::4, None, None]), "bias": b7[0::4]}},
+  }
 
 
 ARCHS = {
@@ -126,6 +168,10 @@ def convert_state_dict(arch: str, state_dict: Mapping[str, np.ndarray]) -> dict:
   if problems:
     raise ConversionError(f"{arch} state dict does not match torchvision's layout: "
                           + " | ".join(problems))
+  if arch == "vgg16":
+    heads = vgg16_heads(state_dict)
+    if heads:
+      out["heads"] = heads
   return out
 
 
@@ -149,6 +195,16 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
     sd = sd.get("state_dict", sd)
     return {k: v.detach().cpu().numpy() for k, v in sd.items()}
   raise ValueError(f"unknown weights format for {path}: expected .safetensors, .npz, .pth or .pt")
+
+
+def merge_pretrained(variables: Mapping, converted: Mapping, model_name: str) -> dict:
+  """:func:`merge_backbone`, plus the model's converted fc6/fc7 (FCN-8s, DeepLab-LargeFOV)
+  when the checkpoint has them. Everything else keeps its initialisation."""
+  out = merge_backbone(variables, {k: v for k, v in converted.items() if k != "heads"})
+  heads = converted.get("heads", {}).get(model_name)
+  if heads:
+    out["params"] = _merge(dict(out["params"]), heads, f"params ({model_name} heads)")
+  return out
 
 
 def merge_backbone(variables: Mapping, converted: Mapping, prefix: str = "backbone") -> dict:

@@ -17,7 +17,8 @@ from absl.testing import parameterized
 from jax import lax
 
 from ppool_jax import convert
-from ppool_jax.models import (MODELS, OUTPUT_STRIDES, DeepLabV3, ResNet50Backbone, ResNet50Seg,
+from ppool_jax.models import (MODELS, OUTPUT_STRIDES, DeepLabLargeFOV, DeepLabV3, FCN8s,
+                              ResNet50Backbone, ResNet50Seg,
                               VGG16Backbone, VGG16Seg, build_model, count_params)
 from ppool_jax.nn import POOLINGS
 
@@ -122,8 +123,9 @@ class TrainStepTest(parameterized.TestCase):
 
 
 # --- converter -------------------------------------------------------------------------------
-def torchvision_vgg16_state_dict(rng):
-  """Names and shapes of torchvision.models.vgg16().state_dict(), random values."""
+def torchvision_vgg16_state_dict(rng, classifier=True):
+  """Names and shapes of torchvision.models.vgg16().state_dict(), random values
+  (``classifier=False``: the features only, as a features-only checkpoint has)."""
   sd, c_in, idx = {}, 3, 0
   for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
     if v == "M":
@@ -133,8 +135,10 @@ def torchvision_vgg16_state_dict(rng):
     sd[f"features.{idx}.bias"] = rng.normal(0, 0.1, (v,))
     c_in, idx = v, idx + 2  # conv + ReLU
   for i, (o, n) in {0: (4096, 25088), 3: (4096, 4096), 6: (1000, 4096)}.items():
-    sd[f"classifier.{i}.weight"] = np.zeros((o, n), np.float32)
-    sd[f"classifier.{i}.bias"] = np.zeros((o,), np.float32)
+    if classifier:
+      sd[f"classifier.{i}.weight"] = rng.standard_normal((o, n), np.float32) * np.float32(
+          math.sqrt(2 / n))
+      sd[f"classifier.{i}.bias"] = rng.normal(0, 0.1, (o,))
   return {k: np.asarray(v, np.float32) for k, v in sd.items()}
 
 
@@ -224,7 +228,7 @@ class ConverterTest(parameterized.TestCase):
 
   def test_vgg16_safetensors_to_orbax_and_features(self):
     from safetensors.numpy import save_file
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(0))
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
     path = tempfile.mkdtemp()
     save_file(sd, f"{path}/vgg16.safetensors")
     # The CLI, as a user runs it.
@@ -256,8 +260,39 @@ class ConverterTest(parameterized.TestCase):
     np.testing.assert_array_equal(
         merged["params"]["backbone"]["pool_stage2"]["side_branch"]["conv_alpha"]["bias"], 0.0)
 
+  def test_fc6_fc7_convert_for_fcn8s_and_deeplab_largefov(self):
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(2))
+    converted = convert.convert_state_dict("vgg16", sd)
+    x = jax.random.uniform(jax.random.PRNGKey(5), (1, 224, 224, 3), minval=-1.0, maxval=1.0)
+    model = FCN8s(num_classes=21)
+    variables = jax.eval_shape(lambda: _init(model, x))
+    variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
+    merged = convert.merge_pretrained(variables, converted, "fcn8s")
+    _, inter = model.apply(merged, x, capture_intermediates=True)
+    inter = inter["intermediates"]
+    pool5 = np.asarray(inter["backbone"]["__call__"][0]["out"], np.float64)[0]   # (7, 7, 512)
+    fc7 = np.maximum(np.asarray(inter["fc7"]["__call__"][0], np.float64)[0, 3, 3], 0)
+    # torchvision: classifier[0:5] (Linear, ReLU, Dropout, Linear, ReLU; eval) on the
+    # (C, H, W)-flattened output of the standard 2x2 stride-2 pool5.
+    flat = pool5.transpose(2, 0, 1).reshape(-1)
+    w0, b0, w3, b3 = (sd[k].astype(np.float64) for k in convert._VGG16_FC)
+    ref = np.maximum(w3 @ np.maximum(w0 @ flat + b0, 0) + b3, 0)
+    self.assertGreater(np.abs(ref).max(), 0.1)
+    np.testing.assert_allclose(fc7, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
+    # DeepLab-LargeFOV: the decimated tensors (spatial taps 0, 3, 6; channels 0::4).
+    large = convert.merge_pretrained(
+        jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+            lambda: _init(DeepLabLargeFOV(num_classes=21), x))), converted, "deeplab_largefov")
+    w6 = sd["classifier.0.weight"].reshape(4096, 512, 7, 7)
+    np.testing.assert_array_equal(large["params"]["fc6"]["kernel"],
+                                  w6[0::4][:, :, [0, 3, 6]][:, :, :, [0, 3, 6]].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(large["params"]["fc7"]["kernel"][0, 0],
+                                  sd["classifier.3.weight"][0::4, 0::4].T)
+    np.testing.assert_array_equal(large["params"]["fc6"]["bias"], sd["classifier.0.bias"][0::4])
+    chex.assert_shape(large["params"]["fc6"]["kernel"], (3, 3, 512, 1024))
+
   def test_mismatches_are_listed(self):
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(0))
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
     sd["features.40.weight"] = np.zeros((3,), np.float32)
     del sd["features.28.bias"]
     sd["features.0.weight"] = np.zeros((64, 4, 3, 3), np.float32)
@@ -272,7 +307,7 @@ class ConverterTest(parameterized.TestCase):
   def test_cli_errors_are_one_line_messages(self):
     from safetensors.numpy import save_file
     path = tempfile.mkdtemp()
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(0))
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
     del sd["features.28.bias"]
     save_file(sd, f"{path}/bad.safetensors")
     os.makedirs(f"{path}/exists")
@@ -297,7 +332,7 @@ class ConverterTest(parameterized.TestCase):
 
   def test_pth_via_torch_when_installed(self):
     torch = pytest.importorskip("torch")
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(0))
+    sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
     path = tempfile.mkdtemp() + "/vgg16.pth"
     torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
     loaded = convert.load_state_dict(path)

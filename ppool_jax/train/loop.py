@@ -72,7 +72,7 @@ def init_state(cfg, model, tx, image_shape) -> TrainState:
           f"weights with `python -m ppool_jax.convert --arch <vgg16|resnet50> --input <file> "
           f"--output {cfg.model.pretrained}`, or pass --config.model.pretrained= to train from "
           "scratch.")
-    variables = convert.merge_backbone(variables, convert.restore(path))
+    variables = convert.merge_pretrained(variables, convert.restore(path), cfg.model.name)
   params = variables.pop("params")
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                     opt_state=tx.init(params), rng=train_rng,
