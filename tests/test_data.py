@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from ppool_jax.data import (AugmentConfig, DatasetError, FolderSource, SyntheticSource,
-                            TrainLoader, augment, eval_batches, generate)
+                            TrainLoader, augment, eval_batches, generate, normalize)
 from ppool_jax.data.synthetic import DETAIL_CLASSES, IGNORE, NUM_CLASSES
 
 
@@ -208,6 +208,21 @@ def test_augment_keeps_image_and_label_aligned():
     valid = lab != 255
     assert (~valid).any()  # 48 > 30 rows: padded with ignore
     np.testing.assert_array_equal(img[..., 0][valid], lab[valid] * 40.0)
+
+
+def test_caffe_preprocessing_is_bgr_minus_the_mean_and_pads_with_the_mean():
+  image = np.zeros((4, 5, 3), np.uint8)
+  image[..., 0], image[..., 1], image[..., 2] = 10, 20, 200      # R, G, B
+  cfg = AugmentConfig(crop_size=(6, 5), scale_range=(1.0, 1.0), flip=False, preprocessing="caffe")
+  out = normalize(image, cfg)
+  np.testing.assert_allclose(out[0, 0], [200 - 104.00698793, 20 - 116.66876762, 10 - 122.67891434],
+                             rtol=1e-6)
+  img, lab = augment(image, np.zeros((4, 5), np.uint8), np.random.default_rng(0), cfg)
+  padded = lab == 255
+  assert padded.any()
+  assert np.abs(img[padded]).max() <= 0.5   # the padding colour normalises to ~0
+  with pytest.raises(ValueError, match="unknown preprocessing 'bgr'"):
+    AugmentConfig(preprocessing="bgr")
 
 
 def test_augment_scales_within_range():

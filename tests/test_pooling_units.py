@@ -122,7 +122,11 @@ class BaselinesTest(parameterized.TestCase):
           v = xp[full[:-1] + (ci,)]
           ref[j[:-1]] += v * kernel.reshape(-1, x.shape[-1], x.shape[-1])[k, ci]
     ref += bias
-    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
+    # All-C (Springenberg et al. 2015): the replacing conv is followed by a ReLU.
+    self.assertLess(ref.min(), -1e-3)
+    np.testing.assert_allclose(y, np.maximum(ref, 0.0), rtol=1e-4, atol=1e-5)
+    linear = make_pool("strided_conv", window, strides, padding, activation=False)
+    np.testing.assert_allclose(linear.apply(variables, x), ref, rtol=1e-4, atol=1e-5)
 
 
 class PPoolUnitTest(parameterized.TestCase):

@@ -20,6 +20,9 @@ from PIL import Image
 IGNORE = 255
 IMAGENET_MEAN = (123.675, 116.28, 103.53)   # torchvision's, in 0..255: pretrained weights expect it
 IMAGENET_STD = (58.395, 57.12, 57.375)
+# Caffe's VGG16 / FCN / DeepLab / HED preprocessing: BGR, 0-255, minus the ImageNet mean in BGR.
+CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+PREPROCESSING = ("imagenet", "caffe")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,11 +34,28 @@ class AugmentConfig:
   mean: tuple[float, float, float] = IMAGENET_MEAN
   std: tuple[float, float, float] = IMAGENET_STD
   ignore_label: int = IGNORE
+  # "imagenet": RGB, (x - mean) / std (torchvision weights); "caffe": BGR, 0-255, minus
+  # CAFFE_MEAN_BGR (Caffe-trained weights: the paper's models, HED). ``mean``/``std`` apply
+  # to "imagenet" only.
+  preprocessing: str = "imagenet"
+
+  def __post_init__(self):
+    if self.preprocessing not in PREPROCESSING:
+      raise ValueError(f"unknown preprocessing {self.preprocessing!r}; choose from "
+                       f"{PREPROCESSING}.")
+
+  @property
+  def fill_rgb(self) -> tuple[float, float, float]:
+    """The colour that normalises to 0 (used to pad crops)."""
+    return tuple(reversed(CAFFE_MEAN_BGR)) if self.preprocessing == "caffe" else self.mean
 
 
 def normalize(image: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
-  return ((image.astype(np.float32) - np.asarray(cfg.mean, np.float32))
-          / np.asarray(cfg.std, np.float32))
+  """``uint8 (..., 3)`` RGB -> the network's ``float32`` input (``cfg.preprocessing``)."""
+  x = image.astype(np.float32)
+  if cfg.preprocessing == "caffe":
+    return x[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, np.float32)
+  return (x - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
 
 
 def _resize(image: np.ndarray, label: np.ndarray, scale: float):
@@ -60,7 +80,7 @@ def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
   h, w = label.shape
   ph, pw = max(ch - h, 0), max(cw - w, 0)
   if ph or pw:
-    mean = np.round(np.asarray(cfg.mean)).astype(np.uint8)
+    mean = np.round(np.asarray(cfg.fill_rgb)).astype(np.uint8)
     padded = np.empty((h + ph, w + pw, 3), np.uint8)
     padded[:] = mean
     padded[:h, :w] = image

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from ppool_jax.models.common import (PIXELS, STRIDE_IN_CONV, PoolingSpec, channels, pool_layer,
                                      resample, stage_poolings)

@@ -152,18 +152,22 @@ class PFixedPool(_Pool):
 
 
 class StridedConvPool(_Pool):
-  """A newly initialised ``window``-sized conv with the pooling's stride in its place.
+  """A newly initialised ``window``-sized conv with the pooling's stride in its place,
+  followed by a ReLU (``activation=False`` leaves it linear).
 
   The paper's *All-C* (Springenberg et al. 2015): every pooling layer becomes a learned
-  strided conv. (The paper's *Strided-C*, moving the stride into the preceding conv
-  and dropping the pooling, is a model-level setting: ``pooling="stride_in_conv"``.)
+  strided conv, and in their All-CNN every conv, the replacing ones included, is followed
+  by a ReLU. (The paper's *Strided-C*, moving the stride into the preceding conv and
+  dropping the pooling, is a model-level setting: ``pooling="stride_in_conv"``.)
   """
   use_bias: bool = True
+  activation: bool = True
 
   @nn.compact
   def __call__(self, x):
-    return nn.Conv(x.shape[-1], tuple(self.window_shape), strides=self.strides or 1,
-                   padding=_conv_padding(self.padding), use_bias=self.use_bias, name="conv")(x)
+    y = nn.Conv(x.shape[-1], tuple(self.window_shape), strides=self.strides or 1,
+                padding=_conv_padding(self.padding), use_bias=self.use_bias, name="conv")(x)
+    return nn.relu(y) if self.activation else y
 
 
 class LpPool(_Pool):

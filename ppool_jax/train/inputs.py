@@ -29,6 +29,7 @@ def boundary_protocol(cfg: ml_collections.ConfigDict) -> str:
 def augment_config(cfg: ml_collections.ConfigDict) -> AugmentConfig:
   d = cfg.dataset
   return AugmentConfig(crop_size=(d.crop_size, d.crop_size), scale_range=tuple(d.scale_range),
+                       preprocessing=d.get("preprocessing", "imagenet"),
                        flip=d.flip)
 
 
