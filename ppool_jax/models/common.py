@@ -48,9 +48,12 @@ def stage_poolings(pooling: PoolingSpec, num_stages: int, model: str) -> tuple[s
 
 
 def pool_layer(name: str, window: Sequence[int], strides: Sequence[int], padding: Any,
-               options: Mapping[str, Mapping[str, Any]] | None, layer_name: str):
-  """A registry pooling module; ``options[name]`` holds per-method keyword arguments."""
+               options: Mapping[str, Mapping[str, Any]] | None, layer_name: str, dtype=None):
+  """A registry pooling module; ``options[name]`` holds per-method keyword arguments;
+  ``dtype`` is the computation dtype of the poolings that hold convolutions."""
   kwargs = dict((options or {}).get(name, {}))
+  if dtype is not None:
+    kwargs.setdefault("dtype", dtype)
   return make_pool(name, window, strides, padding, name=layer_name, **kwargs)
 
 
@@ -81,7 +84,9 @@ PIXELS = Grid()
 def resample(x: jax.Array, src: Grid, size: tuple[int, int], dst: Grid = PIXELS) -> jax.Array:
   """Bilinear resampling of ``(B, h, w, K)`` cells on grid ``src`` onto the ``size`` cells of
   grid ``dst`` (default: the input pixels), each output cell taking the value at its own
-  centre. Beyond the outermost cell centres the edge value is kept."""
+  centre. Beyond the outermost cell centres the edge value is kept. Computed (and returned)
+  in at least float32: bfloat16 logits come back as float32."""
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   # One replicated cell on every side: jax.image zeroes samples outside the cells' extent.
   x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
   src_offset = [c - src.stride for c in src.offset]

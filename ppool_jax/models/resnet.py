@@ -23,11 +23,11 @@ from ppool_jax.models.common import (PIXELS, STRIDE_IN_CONV, PoolingSpec, channe
 RESNET50_LAYERS = ((64, 3), (128, 4), (256, 6), (512, 3))
 
 
-def _bn(train: bool, frozen: bool, axis_name: str | None, name: str):
+def _bn(train: bool, frozen: bool, axis_name: str | None, name: str, dtype=None):
   # torchvision's BatchNorm2d: eps 1e-5, momentum 0.1 (flax's 0.9).
   # Two-pass variance: E[x^2] - E[x]^2 loses most digits when |mean| >> std.
   return nn.BatchNorm(use_running_average=not train or frozen, momentum=0.9, epsilon=1e-5,
-                      use_fast_variance=False,
+                      use_fast_variance=False, dtype=dtype,
                       axis_name=axis_name if train and not frozen else None, name=name)
 
 
@@ -39,16 +39,19 @@ class Bottleneck(nn.Module):
   frozen_bn: bool = False
   bn_axis_name: str | None = None
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool):
-    bn = partial(_bn, train, self.frozen_bn, self.bn_axis_name)
-    h = nn.relu(bn("bn1")(nn.Conv(self.planes, (1, 1), use_bias=False, name="conv1")(x)))
-    h = nn.Conv(self.planes, (3, 3), strides=self.stride, padding=[(self.dilation,) * 2] * 2,
+    conv = partial(nn.Conv, dtype=self.dtype)
+    bn = partial(_bn, train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype)
+    h = nn.relu(bn("bn1")(conv(self.planes, (1, 1), use_bias=False, name="conv1")(x)))
+    h = conv(self.planes, (3, 3), strides=self.stride, padding=[(self.dilation,) * 2] * 2,
                 kernel_dilation=self.dilation, use_bias=False, name="conv2")(h)
     h = nn.relu(bn("bn2")(h))
-    h = bn("bn3")(nn.Conv(self.planes * 4, (1, 1), use_bias=False, name="conv3")(h))
+    h = bn("bn3")(conv(self.planes * 4, (1, 1), use_bias=False, name="conv3")(h))
     if self.downsample:
-      x = bn("downsample_bn")(nn.Conv(self.planes * 4, (1, 1), strides=self.stride,
+      x = bn("downsample_bn")(conv(self.planes * 4, (1, 1), strides=self.stride,
                                       use_bias=False, name="downsample_conv")(x))
     return nn.relu(h + x)
 
@@ -79,12 +82,15 @@ class ResNet50Backbone(nn.Module):
   bn_axis_name: str | None = None
   width: float = 1.0
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conv = partial(nn.Conv, dtype=self.dtype)
     if self.output_stride not in (16, 32):
       raise ValueError(f"ResNet50Backbone: output_stride must be 16 or 32, got {self.output_stride}.")
     pools = stage_poolings(self.pooling, 4, "ResNet50Backbone")
-    bn = partial(_bn, train, self.frozen_bn, self.bn_axis_name)
+    bn = partial(_bn, train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype)
 
     grid = PIXELS
 
@@ -93,11 +99,11 @@ class ResNet50Backbone(nn.Module):
       window = (3, 3) if stride == 1 else self.pool_window
       grid = grid.after(x.shape[1:3], window[0], stride, "SAME")
       return pool_layer(pools[i], window, (stride, stride), "SAME", self.pool_options,
-                        f"pool_stage{i + 1}")(x), grid
+                        f"pool_stage{i + 1}", dtype=self.dtype)(x), grid
 
     conv1_stride = 2 if pools[0] == STRIDE_IN_CONV else 1
     grid = grid.after(x.shape[1:3], 7, conv1_stride, [(3, 3)] * 2)
-    x = nn.Conv(channels(64, self.width), (7, 7), strides=conv1_stride, padding=[(3, 3)] * 2,
+    x = conv(channels(64, self.width), (7, 7), strides=conv1_stride, padding=[(3, 3)] * 2,
                 use_bias=False, name="conv1")(x)
     x = nn.relu(bn("bn1")(x))
     if pools[0] != STRIDE_IN_CONV:
@@ -118,7 +124,7 @@ class ResNet50Backbone(nn.Module):
         x = Bottleneck(planes, stride, block_dilation,
                        downsample=(bi == 0 and (stride != 1 or in_ch != planes * 4)),
                        frozen_bn=self.frozen_bn, bn_axis_name=self.bn_axis_name,
-                       name=f"layer{li}_{bi}")(x, train)
+                       dtype=self.dtype, name=f"layer{li}_{bi}")(x, train)
         in_ch = planes * 4
       if li < 4 and pools[li] != STRIDE_IN_CONV:
         x, grid = pool(li, x, grid)  # after res2c, res3d, res4f
@@ -135,12 +141,15 @@ class ResNet50Seg(nn.Module):
   bn_axis_name: str | None = None
   width: float = 1.0
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conv = partial(nn.Conv, dtype=self.dtype)
     feats = ResNet50Backbone(self.pooling, self.pool_options, frozen_bn=self.frozen_bn,
                              bn_axis_name=self.bn_axis_name, width=self.width,
-                             name="backbone")(x, train)
-    logits = nn.Conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
+                             dtype=self.dtype, name="backbone")(x, train)
+    logits = conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
     return resample(logits, feats["grid"], x.shape[1:3])
 
 
@@ -151,21 +160,24 @@ class ASPP(nn.Module):
   frozen_bn: bool = False
   bn_axis_name: str | None = None
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool):
-    bn = partial(_bn, train, self.frozen_bn, self.bn_axis_name)
-    branches = [nn.relu(bn("bn_1x1")(nn.Conv(self.features, (1, 1), use_bias=False,
+    conv = partial(nn.Conv, dtype=self.dtype)
+    bn = partial(_bn, train, self.frozen_bn, self.bn_axis_name, dtype=self.dtype)
+    branches = [nn.relu(bn("bn_1x1")(conv(self.features, (1, 1), use_bias=False,
                                               name="conv_1x1")(x)))]
     for r in self.rates:
-      h = nn.Conv(self.features, (3, 3), kernel_dilation=r, padding="SAME", use_bias=False,
+      h = conv(self.features, (3, 3), kernel_dilation=r, padding="SAME", use_bias=False,
                   name=f"conv_rate{r}")(x)
       branches.append(nn.relu(bn(f"bn_rate{r}")(h)))
     img = jnp.mean(x, axis=(1, 2), keepdims=True)
-    img = nn.relu(bn("bn_image")(nn.Conv(self.features, (1, 1), use_bias=False,
+    img = nn.relu(bn("bn_image")(conv(self.features, (1, 1), use_bias=False,
                                          name="conv_image")(img)))
     branches.append(jnp.broadcast_to(img, x.shape[:3] + (self.features,)))
     h = jnp.concatenate(branches, axis=-1)
-    return nn.relu(bn("bn_project")(nn.Conv(self.features, (1, 1), use_bias=False,
+    return nn.relu(bn("bn_project")(conv(self.features, (1, 1), use_bias=False,
                                             name="project")(h)))
 
 
@@ -181,16 +193,19 @@ class DeepLabV3(nn.Module):
   aspp_features: int = 256
   dropout: float = 0.1
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conv = partial(nn.Conv, dtype=self.dtype)
     feats = ResNet50Backbone(self.pooling, self.pool_options, output_stride=16,
                              frozen_bn=self.frozen_bn, bn_axis_name=self.bn_axis_name,
-                             width=self.width, name="backbone")(x, train)
+                             width=self.width, dtype=self.dtype, name="backbone")(x, train)
     h = feats["out"]
     # ASPP is new: its BatchNorms always train their statistics (frozen_bn is about the
     # pretrained backbone's).
     h = ASPP(channels(self.aspp_features, self.width), frozen_bn=False,
-             bn_axis_name=self.bn_axis_name, name="aspp")(h, train)
+             bn_axis_name=self.bn_axis_name, dtype=self.dtype, name="aspp")(h, train)
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    logits = nn.Conv(self.num_classes, (1, 1), name="classifier")(h)
+    logits = conv(self.num_classes, (1, 1), name="classifier")(h)
     return resample(logits, feats["grid"], x.shape[1:3])

@@ -8,6 +8,7 @@ takes a name from the pooling registry, per stage.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -44,8 +45,11 @@ class VGG16Backbone(nn.Module):
   width: float = 1.0
   blocks: tuple[tuple[int, ...], ...] = VGG16_BLOCKS
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conv = partial(nn.Conv, dtype=self.dtype)
     n = len(self.blocks)
     if self.output_stride not in (2 ** (n - 1), 2 ** n):
       raise ValueError(f"VGG16Backbone: output_stride must be {2 ** (n - 1)} or {2 ** n} for "
@@ -58,14 +62,14 @@ class VGG16Backbone(nn.Module):
       for j, c in enumerate(block, start=1):
         conv_stride = stride if (pool_name == STRIDE_IN_CONV and j == len(block)) else 1
         grid = grid.after(x.shape[1:3], 3, conv_stride, PAD1)
-        x = nn.Conv(channels(c, self.width), (3, 3), strides=conv_stride, padding=PAD1,
+        x = conv(channels(c, self.width), (3, 3), strides=conv_stride, padding=PAD1,
                     name=f"conv{b}_{j}")(x)
         x = nn.relu(x)
       if pool_name != STRIDE_IN_CONV:
         window = (3, 3) if last_stage_stride1 else (2, 2)
         grid = grid.after(x.shape[1:3], window[0], stride, "SAME")
         x = pool_layer(pool_name, window, (stride, stride), "SAME", self.pool_options,
-                       f"pool{b}")(x)
+                       f"pool{b}", dtype=self.dtype)(x)
       feats[f"pool{b}"], grids[f"pool{b}"] = x, grid
     grids["out"] = grid
     return {"pool3": feats.get("pool3"), "pool4": feats.get("pool4"), "out": x,
@@ -82,11 +86,14 @@ class VGG16Seg(nn.Module):
   width: float = 1.0
   blocks: tuple[tuple[int, ...], ...] = VGG16_BLOCKS
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool = False):
+    conv = partial(nn.Conv, dtype=self.dtype)
     feats = VGG16Backbone(self.pooling, self.pool_options, 2 ** (len(self.blocks) - 1),
-                          self.width, tuple(map(tuple, self.blocks)), name="backbone")(x)
-    logits = nn.Conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
+                          self.width, tuple(map(tuple, self.blocks)), dtype=self.dtype, name="backbone")(x)
+    logits = conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
     return resample(logits, feats["grids"]["out"], x.shape[1:3])
 
 
@@ -102,16 +109,19 @@ class DeepLabLargeFOV(nn.Module):
   dilation: int = 12
   dropout: float = 0.5
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool = False):
-    feats = VGG16Backbone(self.pooling, self.pool_options, 16, self.width, name="backbone")(x)
+    conv = partial(nn.Conv, dtype=self.dtype)
+    feats = VGG16Backbone(self.pooling, self.pool_options, 16, self.width, dtype=self.dtype, name="backbone")(x)
     h = feats["out"]
     fc = channels(self.fc_channels, self.width)
-    h = nn.relu(nn.Conv(fc, (3, 3), kernel_dilation=self.dilation, padding="SAME", name="fc6")(h))
+    h = nn.relu(conv(fc, (3, 3), kernel_dilation=self.dilation, padding="SAME", name="fc6")(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.relu(nn.Conv(fc, (1, 1), name="fc7")(h))
+    h = nn.relu(conv(fc, (1, 1), name="fc7")(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    logits = nn.Conv(self.num_classes, (1, 1), name="fc8")(h)
+    logits = conv(self.num_classes, (1, 1), name="fc8")(h)
     return resample(logits, feats["grids"]["out"], x.shape[1:3])
 
 
@@ -129,22 +139,25 @@ class FCN8s(nn.Module):
   fc_channels: int = 4096
   dropout: float = 0.5
 
+  dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+
   @nn.compact
   def __call__(self, x, train: bool = False):
-    feats = VGG16Backbone(self.pooling, self.pool_options, 32, self.width, name="backbone")(x)
+    conv = partial(nn.Conv, dtype=self.dtype)
+    feats = VGG16Backbone(self.pooling, self.pool_options, 32, self.width, dtype=self.dtype, name="backbone")(x)
     fc = channels(self.fc_channels, self.width)
-    h = nn.relu(nn.Conv(fc, (7, 7), padding="SAME", name="fc6")(feats["out"]))
+    h = nn.relu(conv(fc, (7, 7), padding="SAME", name="fc6")(feats["out"]))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.relu(nn.Conv(fc, (1, 1), name="fc7")(h))
+    h = nn.relu(conv(fc, (1, 1), name="fc7")(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    score = nn.Conv(self.num_classes, (1, 1), name="score_fr")(h)
+    score = conv(self.num_classes, (1, 1), name="score_fr")(h)
     # FCN scales the skip features before scoring (0.01 for pool4, 1e-4 for pool3).
-    s4 = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
+    s4 = conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
                  name="score_pool4")(feats["pool4"] * 0.01)
     g = feats["grids"]
     # FCN aligns the 2x upsampled scores with the skips by cropping; here the exact grids do.
     score = resample(score, g["out"], s4.shape[1:3], g["pool4"]) + s4
-    s3 = nn.Conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
+    s3 = conv(self.num_classes, (1, 1), kernel_init=nn.initializers.zeros,
                  name="score_pool3")(feats["pool3"] * 1e-4)
     score = resample(score, g["pool4"], s3.shape[1:3], g["pool3"]) + s3
     return resample(score, g["pool3"], x.shape[1:3])

@@ -25,6 +25,10 @@ class _Pool(nn.Module):
   window_shape: Sequence[int] = (2, 2)
   strides: Sequence[int] | None = None
   padding: Padding = "VALID"
+  # Computation dtype of the convolutions inside a pooling (All-C's); elementwise poolings
+  # work in their input's dtype. P-pooling's side branch always runs in float32 (tiny, and
+  # alpha near 20 needs more than bfloat16's 8 bits); p_pool computes in float32 anyway.
+  dtype: Any = None
 
   def _members(self, x):
     """Members, masks (None = all valid) and the number of valid members per window."""
@@ -126,7 +130,8 @@ class PPool(_Pool):
   @nn.compact
   def __call__(self, x):
     raw = SideBranch(self.window_shape, self.strides, self.padding, bias_init=self.bias_init,
-                     input_scale=self.input_scale, name=SIDE_BRANCH)(x)
+                     input_scale=self.input_scale, name=SIDE_BRANCH)(
+                         x.astype(jnp.promote_types(x.dtype, jnp.float32)))
     alpha = jnp.clip(raw, self.alpha_min, self.clip_max)
     self.sow("intermediates", "alpha", alpha)
     return p_pool(x, alpha, tuple(self.window_shape), self.strides, self.padding, shift=self.shift)
@@ -166,7 +171,8 @@ class StridedConvPool(_Pool):
   @nn.compact
   def __call__(self, x):
     y = nn.Conv(x.shape[-1], tuple(self.window_shape), strides=self.strides or 1,
-                padding=_conv_padding(self.padding), use_bias=self.use_bias, name="conv")(x)
+                padding=_conv_padding(self.padding), use_bias=self.use_bias, dtype=self.dtype,
+                name="conv")(x)
     return nn.relu(y) if self.activation else y
 
 

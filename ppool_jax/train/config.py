@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_consecutive_nonfinite = 5        # stop after this many skipped updates in a row
   c.eval_limit = -1                      # evaluate on at most this many images (-1: all)
   c.progress_bar = True
+  c.parallel = "pmap"                    # pmap | mesh (jit over a Mesh with NamedSharding)
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "synthetic"           # synthetic | voc_aug | cityscapes | ade20k
@@ -62,6 +63,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.width = 1.0
   c.model.blocks = ml_collections.config_dict.placeholder(tuple)  # VGG-style nets only
   c.model.frozen_bn = False
+  c.model.dtype = "float32"             # float32 | bfloat16 (activations/convs; params stay f32)
   c.model.pretrained = ""               # orbax checkpoint written by ppool_jax.convert
 
   c.loss = ml_collections.ConfigDict()

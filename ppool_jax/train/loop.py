@@ -1,4 +1,5 @@
-"""The training loop: data-parallel pmap, resume, periodic eval, logging, checkpoints."""
+"""The training loop: data parallel (pmap or jit over a mesh), resume, periodic eval,
+logging, checkpoints."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import os
 import time
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -21,20 +21,18 @@ from ppool_jax.models import build_model
 from ppool_jax.train.checkpoints import Checkpoints
 from ppool_jax.train.inputs import augment_config, boundary_protocol, num_classes, sources
 from ppool_jax.train.optim import make_optimizer
-from ppool_jax.train.steps import AXIS, TrainState, make_eval_step, make_train_step
+from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
+from ppool_jax.train.steps import AXIS, TrainState
 from ppool_jax.train.writers import MetricWriter
 
 _BN_MODELS = ("resnet50_seg", "deeplabv3")
+# Mixed precision: activations and convolutions in bfloat16; parameters, optimizer state,
+# BatchNorm statistics, P-pooling (internally) and the loss stay float32.
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 class NonFiniteTrainingError(RuntimeError):
   pass
-
-
-def unreplicate(tree):
-  """The first device's copy (``flax.jax_utils.unreplicate`` keeps the device axis of
-  single-device pmap outputs)."""
-  return jax.tree_util.tree_map(lambda x: np.asarray(x)[0], tree)
 
 
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
@@ -53,8 +51,16 @@ def model_from_config(cfg: ml_collections.ConfigDict):
                                 pool_options=m.pool_options.to_dict() if m.pool_options else None)
   if m.blocks:
     kwargs["blocks"] = tuple(tuple(b) for b in m.blocks)
+  dtype = m.get("dtype", "float32")
+  if dtype not in DTYPES:
+    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
+  if DTYPES[dtype] is not None:
+    kwargs["dtype"] = DTYPES[dtype]
   if m.name in _BN_MODELS:
-    kwargs.update(frozen_bn=m.frozen_bn, bn_axis_name=AXIS)
+    # pmap synchronises BatchNorm statistics over its axis; under jit over a mesh the
+    # statistics are the global batch's already.
+    kwargs.update(frozen_bn=m.frozen_bn,
+                  bn_axis_name=AXIS if cfg.get("parallel", "pmap") == "pmap" else None)
   return build_model(m.name, num_classes(cfg), **kwargs)
 
 
@@ -88,13 +94,12 @@ def predict_with_alpha(model, state: TrainState, images) -> tuple[jax.Array, dic
   return logits, {k: np.asarray(v["alpha"][0]) for k, v in sorted(sown.items()) if "alpha" in v}
 
 
-def evaluate(p_eval, rstate, eval_source, cfg, num_devices: int) -> dict:
+def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
   limit = None if cfg.eval_limit < 0 else cfg.eval_limit
   totals = None
   for batch in eval_batches(eval_source, num_devices, augment_config(cfg), multiple=1,
                             limit=limit):
-    counts = jax.device_get(p_eval(rstate, batch))
-    counts = jax.tree_util.tree_map(lambda c: np.asarray(c[0], np.int64), counts)
+    counts = runner.eval_counts(rstate, batch)
     totals = counts if totals is None else jax.tree_util.tree_map(np.add, totals, counts)
   return segmentation_scores(totals)
 
@@ -117,11 +122,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
   if start:
     state = ckpts.restore(start, jax.device_get(state))
     logging.warning("resumed from step %d in %s", start, workdir)
-  rstate = flax.jax_utils.replicate(state)
-  p_train = jax.pmap(make_train_step(model, tx, cfg.loss.normalization), axis_name=AXIS,
-                     donate_argnums=(0,))
-  p_eval = jax.pmap(make_eval_step(model, num_classes(cfg), boundary_protocol(cfg)),
-                    axis_name=AXIS)
+  runner = make_runner(cfg.get("parallel", "pmap"), model, tx, num_classes(cfg),
+                       cfg.loss.normalization, boundary_protocol(cfg))
+  rstate = runner.place(state)
   writer = MetricWriter(workdir, enabled=process == 0)
   bar = tqdm(total=cfg.total_steps, initial=start, disable=process != 0 or not cfg.progress_bar,
              desc="train", unit="step", dynamic_ncols=True)
@@ -130,12 +133,11 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
   t0, s0 = time.perf_counter(), start
   try:
     for step in range(start, cfg.total_steps):
-      rstate, metrics = p_train(rstate, loader.batch(step))
-      metrics = jax.tree_util.tree_map(lambda m: m[0], jax.device_get(metrics))
+      rstate, metrics = runner.train_step(rstate, loader.batch(step))
       done = step + 1
       if not metrics["finite"]:
         skipped += 1
-        nonfinite = int(jax.device_get(rstate.nonfinite[0]))
+        nonfinite = int(metrics["nonfinite"])
         logging.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
                         done, nonfinite)
         if nonfinite >= cfg.max_consecutive_nonfinite:
@@ -150,9 +152,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
         writer.write(done, "train", {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
                                      "steps_per_second": rate, "skipped_updates": skipped})
       if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
-        ckpts.save(done, jax.device_get(unreplicate(rstate)))
+        ckpts.save(done, runner.to_host(rstate))
       if done % cfg.eval_every == 0 or done == cfg.total_steps:
-        scores = evaluate(p_eval, rstate, eval_source, cfg, num_devices)
+        scores = evaluate(runner, rstate, eval_source, cfg, num_devices)
         writer.write(done, "eval", scores)
         if process == 0:
           bar.write(f"step {done}: " + ", ".join(
@@ -161,4 +163,4 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
     bar.close()
     ckpts.close()
     writer.close()
-  return unreplicate(rstate), scores
+  return runner.to_host(rstate), scores

@@ -48,21 +48,32 @@ def _all_finite(tree) -> jax.Array:
 NORMALIZATIONS = ("valid", "batch_pixels")
 
 
-def make_train_step(model, tx, normalization: str = "valid"):
-  """A pmap-able step; ``normalization`` divides the summed per-pixel loss by the number of
-  labelled pixels of the global batch (``"valid"``) or by the fixed number of pixels of the
-  global batch (``"batch_pixels"``, crop area x batch: maps a summed-loss solver exactly)."""
+def _psum(x, axis_name):
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def make_train_step(model, tx, normalization: str = "valid", axis_name: str | None = AXIS):
+  """One training step.
+
+  ``normalization`` divides the summed per-pixel loss by the number of labelled pixels of
+  the global batch (``"valid"``) or by the fixed number of pixels of the global batch
+  (``"batch_pixels"``, crop area x batch: maps a summed-loss solver exactly).
+  ``axis_name``: the pmap axis the batch is split over (losses, counts and gradients are
+  psum'd over it), or ``None`` for a global-view step under ``jit`` (mesh sharding).
+  """
   if normalization not in NORMALIZATIONS:
     raise ValueError(f"unknown loss normalization {normalization!r}; choose from "
                      f"{NORMALIZATIONS}.")
 
   def train_step(state: TrainState, batch):
-    rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), jax.lax.axis_index(AXIS))
+    rng = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
     if normalization == "valid":
-      count = jax.lax.psum(jnp.sum(batch["label"] != IGNORE), AXIS)
+      count = _psum(jnp.sum(batch["label"] != IGNORE), axis_name)
       count = jnp.maximum(count, 1).astype(jnp.float32)
     else:
-      count = jax.lax.psum(batch["label"].size, AXIS)
+      count = _psum(batch["label"].size, axis_name)
     mutable = list(state.model_state.keys())
 
     def loss_fn(params):
@@ -73,8 +84,8 @@ def make_train_step(model, tx, normalization: str = "valid"):
       return jnp.sum(ce) / count, new_model_state
 
     (loss, new_model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = jax.lax.psum(grads, AXIS)
-    loss = jax.lax.psum(loss, AXIS)
+    grads = _psum(grads, axis_name)
+    loss = _psum(loss, axis_name)
     finite = jnp.isfinite(loss) & _all_finite(grads)
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
@@ -88,18 +99,21 @@ def make_train_step(model, tx, normalization: str = "valid"):
         model_state=keep(dict(new_model_state), state.model_state),
         nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
     )
-    metrics = {"loss": loss, "finite": finite, "grad_norm": optax.tree.norm(grads)}
+    metrics = {"loss": loss, "finite": finite, "grad_norm": optax.tree.norm(grads),
+               "nonfinite": new_state.nonfinite}
     return new_state, metrics
 
   return train_step
 
 
-def make_eval_step(model, num_classes: int, protocol: str = "label"):
-  """Summed metric counts; ``protocol`` is the dataset's boundary protocol (metrics)."""
+def make_eval_step(model, num_classes: int, protocol: str = "label",
+                   axis_name: str | None = AXIS):
+  """Summed metric counts; ``protocol`` is the dataset's boundary protocol (metrics);
+  ``axis_name`` as in :func:`make_train_step`."""
   def eval_step(state: TrainState, batch):
-    images, labels = batch["image"], batch["label"]     # (1, H, W, 3), (1, H, W) per device
+    images, labels = batch["image"], batch["label"]     # (B, H, W, 3), (B, H, W)
     logits = model.apply({"params": state.params, **state.model_state}, images, train=False)
     counts = segmentation_counts(jnp.argmax(logits, -1), labels, num_classes, protocol=protocol)
-    return jax.lax.psum(counts, AXIS)
+    return _psum(counts, axis_name)
 
   return eval_step
