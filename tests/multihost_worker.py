@@ -1,4 +1,5 @@
-"""One process of the 2-process training test: python multihost_worker.py PID PORT WORKDIR OUT."""
+"""One process of the 2-process training test:
+python multihost_worker.py PID PORT WORKDIR OUT [pmap|mesh]."""
 
 import os
 import sys
@@ -24,6 +25,7 @@ def main():
   cfg.distributed.coordinator_address = f"localhost:{port}"
   cfg.distributed.num_processes = 2
   cfg.distributed.process_id = pid
+  cfg.parallel = sys.argv[5] if len(sys.argv) > 5 else "pmap"
   state, _ = train(cfg, workdir)
   assert jax.process_count() == 2 and jax.device_count() == 4
   leaves = jax.tree_util.tree_leaves(jax.device_get(state.params))

@@ -22,4 +22,6 @@ def test_gpu_suite_smoke_on_cpu(tmp_path):
   assert len(rows) == 16 and all(line.rstrip(" |").endswith("True") for line in rows)
   for op in ("p_pool", "max_pool", "avg_pool"):
     assert f"| {op} |" in report
-  assert "| vgg16_seg | bfloat16 | mesh |" in report and "| resnet50_seg | float32 | mesh |" in report
+  for dtype in ("float32", "bfloat16"):
+    for mode in ("pmap", "mesh"):
+      assert f"| vgg16_seg | {dtype} | {mode} |" in report

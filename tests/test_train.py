@@ -198,13 +198,14 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
                               atol=1e-7)
 
 
-def test_two_processes_hold_identical_parameters(tmp_path):
+@pytest.mark.parametrize("mode", ["pmap", "mesh"])
+def test_two_processes_hold_identical_parameters(tmp_path, mode):
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = str(s.getsockname()[1])
   worker = os.path.join(TESTS, "multihost_worker.py")
   procs = [subprocess.Popen([sys.executable, worker, str(p), port, str(tmp_path / "w"),
-                             str(tmp_path / f"p{p}.npz")], env=_env(),
+                             str(tmp_path / f"p{p}.npz"), mode], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for p in (0, 1)]
   for p in procs:
     out, _ = p.communicate(timeout=300)

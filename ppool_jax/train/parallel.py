@@ -37,18 +37,21 @@ def unreplicate(tree):
 
 
 class PmapRunner:
-  """pmap over the local devices; state replicated with a leading device axis."""
+  """pmap over every device of every process (each feeds its local devices), or over
+  ``devices`` (single process); state replicated with a leading device axis."""
 
   def __init__(self, model, tx, num_classes: int, normalization: str, protocol: str,
                devices=None):
-    self.devices = devices or jax.local_devices()
+    # devices=None keeps pmap's default, all devices of all processes: passing the local
+    # devices would make each process of a multi-host run reduce over its own only.
+    self.devices = devices
     self._train = jax.pmap(make_train_step(model, tx, normalization, AXIS), axis_name=AXIS,
-                           devices=self.devices, donate_argnums=(0,))
+                           devices=devices, donate_argnums=(0,))
     self._eval = jax.pmap(make_eval_step(model, num_classes, protocol, AXIS), axis_name=AXIS,
-                          devices=self.devices)
+                          devices=devices)
 
   def place(self, state):
-    return flax.jax_utils.replicate(state, self.devices)
+    return flax.jax_utils.replicate(state, self.devices or jax.local_devices())
 
   def to_host(self, state):
     return jax.device_get(unreplicate(state))
