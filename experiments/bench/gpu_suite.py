@@ -33,6 +33,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ppool_jax import p_pool
+from timing import median_time
 from ppool_jax.models import ResNet50Seg, VGG16Seg
 from ppool_jax.models.vgg import VGG16_BLOCKS
 
@@ -91,19 +92,9 @@ def check_correctness(smoke: bool) -> list[dict]:
 
 
 # --- (b) operator timings -------------------------------------------------------------------
-def _time(fn, *args, repeats):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
-
-
 def copy_bandwidth(n_bytes: int, repeats: int) -> float:
   x = jnp.ones((n_bytes // 4,), jnp.float32)
-  t = _time(jax.jit(lambda x: x + 1.0), x, repeats=repeats)
+  t = median_time(jax.jit(lambda x: x + 1.0), x, repeats=repeats)
   return 2 * n_bytes / t  # read + write
 
 
@@ -120,7 +111,7 @@ def bench_ops(shapes, repeats) -> list[dict]:
       fwd = jax.jit(f)
       bwd = jax.jit(jax.grad(lambda x, a: jnp.sum(f(x, a).astype(jnp.float32)), argnums=(0, 1)
                              if name == "p_pool" else 0))
-      times[name] = (_time(fwd, x, alpha, repeats=repeats), _time(bwd, x, alpha, repeats=repeats))
+      times[name] = (median_time(fwd, x, alpha, repeats=repeats), median_time(bwd, x, alpha, repeats=repeats))
     nbytes = x.size * x.dtype.itemsize * 1.25   # read x, write y (a quarter of x)
     for name, (tf, tb) in times.items():
       rows.append(dict(shape=str(shape), dtype=jnp.dtype(dtype).name, op=name, fwd_ms=1e3 * tf,
@@ -175,7 +166,7 @@ def bench_train(size, batch, width, repeats, smoke=False) -> list[dict]:
       else:
         fn = jax.jit(step, in_shardings=(rep, rep, rep, shard, shard))
         args = (params, opt, stats, image, label)
-      times[pooling] = _time(fn, *args, repeats=repeats)
+      times[pooling] = median_time(fn, *args, repeats=repeats)
     rows.append(dict(model=arch, dtype="bfloat16" if dtype else "float32", parallel=parallel,
                      max_ms=1e3 * times["max"], p_ms=1e3 * times["p"],
                      ratio=times["p"] / times["max"]))

@@ -12,24 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ppool_jax import p_pool
-
-
-def _time(fn, *args, repeats):
-  jax.block_until_ready(fn(*args))  # compile + warm-up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+from timing import median_time
 
 
 def _temp_bytes(fn, *args):
@@ -59,7 +48,7 @@ def bench(shape, window, strides, repeats):
     res = {}
     for name, fn in fns.items():
       jitted = jax.jit(fn)
-      res[name] = (_time(jitted, x, alpha, repeats=repeats), _temp_bytes(fn, x, alpha))
+      res[name] = (median_time(jitted, x, alpha, repeats=repeats), _temp_bytes(fn, x, alpha))
     for name, (t, mem) in res.items():
       rows.append(dict(mode=mode, op=name, ms=t * 1e3, ratio=t / res["max"][0], temp=mem,
                        mem_ratio=(mem / res["max"][1]) if mem is not None and res["max"][1] else None))
