@@ -1,9 +1,9 @@
-"""Training: data-parallel equivalence, non-finite guard, kill-and-resume, multi-host, configs."""
+"""Training: non-finite guard, kill-and-resume, schedules, configs (data parallelism and mixed
+precision: test_parallel.py)."""
 
 import glob
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +23,6 @@ from ppool_jax.train.checkpoints import Checkpoints, NonFiniteStateError
 from ppool_jax.train.inputs import MissingDataError
 from ppool_jax.train.loop import NonFiniteTrainingError, init_state, unreplicate
 from ppool_jax.train.optim import learning_rate_schedule, make_optimizer
-from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.steps import AXIS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,89 +42,6 @@ def _batch(n, size=32, seed=0, classes=6):
   label = rng.integers(0, classes, (n, size, size)).astype(np.int32)
   label[:, :3] = 255
   return {"image": image, "label": label}
-
-
-def _to_float64(tree):
-  return jax.tree_util.tree_map(
-      lambda x: x.astype(jnp.float64) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
-
-
-def _one_step(mode, devices, cfg, tx, state, batch, model=None):
-  """One training step through the loop's own runner (pmap or mesh) on ``devices``."""
-  cfg = cfg.copy_and_resolve_references()
-  cfg.parallel = mode
-  net = model or model_from_config(cfg)
-  runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label", devices)
-  d = len(devices)
-  sharded = jax.tree_util.tree_map(lambda x: x.reshape((d, -1) + x.shape[1:]), batch)
-  new, metrics = runner.train_step(runner.place(state), sharded)
-  return runner.to_host(new), metrics
-
-
-@pytest.mark.parametrize("model", [dict(name="vgg16_seg", pooling="p"),
-                                   dict(name="resnet50_seg", pooling="p", width=0.0625,
-                                        blocks=None)])
-def test_8_device_steps_pmap_and_mesh_equal_1_device_step_on_the_whole_batch(model):
-  """Data parallelism is exact: same loss, update and BatchNorm statistics, for pmap (per
-  device, explicit psum) and for jit over an 8-device mesh (global view, sharded batch).
-
-  Run in float64. In float32 the steps sum in different orders, and ResNet-50 at
-  random init amplifies those rounding differences through 50 BatchNorm'd layers and
-  near-tied max/P-pooling windows: the update differed by up to 17 % under load (a
-  flaky test). In float64 the same amplification leaves the updates equal to far below
-  ``sqrt(eps64) = 1.5e-8`` of the update size, a tolerance that follows from the dtype,
-  while a wrong data-parallel step (e.g. BatchNorm statistics not synchronised, or a
-  per-device mean loss) differs by O(1) (checked below).
-  """
-  cfg = _cfg(**model)
-  net = model_from_config(cfg)
-  tx = make_optimizer(cfg)
-  devices = jax.local_devices()
-  with jax.enable_x64(True):
-    state = _to_float64(init_state(cfg, net, tx, (32, 32, 3)))
-    state = state.replace(opt_state=tx.init(state.params))
-    batch = _batch(8)
-    batch["image"] = batch["image"].astype(np.float64)
-    s1, m1 = _one_step("pmap", devices[:1], cfg, tx, state, batch)
-    runs = {mode: _one_step(mode, devices[:8], cfg, tx, state, batch) for mode in ("pmap", "mesh")}
-    tol = np.finfo(np.float64).eps ** 0.5
-
-    def rel_diff(new8, new1, old):
-      d8, d1 = np.asarray(new8) - np.asarray(old), np.asarray(new1) - np.asarray(old)
-      return np.abs(d8 - d1).max() / max(np.abs(d1).max(), 1e-300), np.abs(d1).max()
-
-    for mode, (s8, m8) in runs.items():
-      assert jax.tree_util.tree_leaves(s8.params)[0].dtype == np.float64
-      np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=tol, err_msg=mode)
-      diffs = jax.tree_util.tree_leaves(jax.tree_util.tree_map(rel_diff, s8.params, s1.params,
-                                                               state.params))
-      diffs += jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-          rel_diff, s8.model_state, s1.model_state, state.model_state))
-      worst = max(diffs[0::2])
-      assert worst <= tol, (mode, worst)
-      # The step really moved the parameters (else the comparison above says nothing).
-      assert max(diffs[1::2]) > 1e-4
-    if cfg.model.name == "resnet50_seg":
-      # Control: without synchronised BatchNorm statistics the same check fails clearly.
-      unsynced = net.clone(bn_axis_name=None)
-      s8u, _ = _one_step("pmap", devices[:8], cfg, tx, state, batch, model=unsynced)
-      bad = jax.tree_util.tree_leaves(jax.tree_util.tree_map(rel_diff, s8u.params, s1.params,
-                                                             state.params))
-      assert max(bad[0::2]) > 1e3 * tol
-
-
-@pytest.mark.parametrize("first,second", [("pmap", "mesh"), ("mesh", "pmap")])
-def test_a_checkpoint_resumes_in_the_other_parallel_mode(tmp_path, first, second):
-  cfg = tiny_config.get_config()
-  cfg.total_steps, cfg.checkpoint_every = 20, 10
-  cfg.parallel = first
-  straight, _ = train(cfg, str(tmp_path / "straight"))
-  cfg.total_steps = 10
-  train(cfg, str(tmp_path / "switched"))
-  cfg.total_steps, cfg.parallel = 20, second
-  switched, _ = train(cfg, str(tmp_path / "switched"))
-  assert int(switched.step) == 20 and _saved_steps(str(tmp_path / "switched")) == [10, 20]
-  chex.assert_trees_all_close(switched.params, straight.params, rtol=1e-4, atol=1e-6)
 
 
 def test_nonfinite_update_is_skipped_counted_and_stops_the_run(tmp_path):
@@ -198,25 +114,6 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
                               atol=1e-7)
 
 
-@pytest.mark.parametrize("mode", ["pmap", "mesh"])
-def test_two_processes_hold_identical_parameters(tmp_path, mode):
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = str(s.getsockname()[1])
-  worker = os.path.join(TESTS, "multihost_worker.py")
-  procs = [subprocess.Popen([sys.executable, worker, str(p), port, str(tmp_path / "w"),
-                             str(tmp_path / f"p{p}.npz"), mode], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for p in (0, 1)]
-  for p in procs:
-    out, _ = p.communicate(timeout=300)
-    assert p.returncode == 0, out.decode()[-3000:]
-  a, b = np.load(tmp_path / "p0.npz"), np.load(tmp_path / "p1.npz")
-  assert len(a.files) > 0
-  for k in a.files:
-    np.testing.assert_array_equal(a[k], b[k])
-  assert os.path.isdir(tmp_path / "w" / "checkpoints" / "6")
-
-
 def test_schedules():
   cfg = tiny_config.get_config()
   cfg.optim.learning_rate, cfg.optim.step_boundaries, cfg.optim.step_factor = 1.0, (6000,), 0.1
@@ -261,37 +158,3 @@ def test_missing_pretrained_weights_is_a_clear_error(tmp_path):
   cfg.model.pretrained = str(tmp_path / "weights")
   with pytest.raises(FileNotFoundError, match="pretrained weights not found.*ppool_jax.convert"):
     train(cfg, str(tmp_path / "run"))
-
-
-def test_bfloat16_step_tracks_float32_and_a_short_run_learns(tmp_path):
-  """Mixed precision: bf16 activations/convs, f32 parameters, optimizer state and loss.
-
-  Compared on the well-conditioned VGG-style net (at random init, ResNet's per-batch
-  BatchNorm amplifies any rounding difference, as the float64 test above explains)."""
-  cfg = _cfg()
-  tx = make_optimizer(cfg)
-  state = init_state(cfg, model_from_config(cfg), tx, (32, 32, 3))
-  batch = _batch(8)
-  device = jax.local_devices()[:1]
-  s32, m32 = _one_step("pmap", device, cfg, tx, state, batch)
-  cfg.model.dtype = "bfloat16"
-  net16 = model_from_config(cfg)
-  s16, m16 = _one_step("pmap", device, cfg, tx, state, batch)
-  # Really bf16: the convolutions of the jaxpr run on bf16 operands.
-  jaxpr = str(jax.make_jaxpr(lambda v, x: net16.apply(v, x))({"params": state.params},
-                                                             batch["image"][:1]))
-  assert "conv_general_dilated" in jaxpr and "bf16[1,32,32,4]" in jaxpr
-  leaves = lambda s: jax.tree_util.tree_leaves(s.params)
-  assert all(x.dtype == np.float32 for x in leaves(s16))
-  eps = float(jnp.finfo(jnp.bfloat16).eps)  # 2^-7
-  assert abs(m16["loss"] - m32["loss"]) <= eps * abs(m32["loss"])
-  u = lambda s: np.concatenate([np.ravel(a - b) for a, b in zip(leaves(s), leaves(state))])
-  rel = np.linalg.norm(u(s16) - u(s32)) / np.linalg.norm(u(s32))
-  assert 0 < rel <= 4 * eps, rel   # measured 1.2 eps
-  # A short bf16 run learns.
-  cfg.total_steps, cfg.checkpoint_every, cfg.log_every = 60, 60, 5
-  train(cfg, str(tmp_path / "bf16"))
-  import csv
-  with open(tmp_path / "bf16" / "metrics.csv") as f:
-    losses = [float(r["value"]) for r in csv.DictReader(f) if r["metric"] == "loss"]
-  assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
