@@ -87,7 +87,9 @@ def param_multipliers(params: Any, solver: CaffeSolver) -> tuple[Any, Any]:
     ``side_branch_decay_mult`` (biases and slopes keep the rules above);
   * the new classifier (``classifier``/``fc8``/``score_*`` modules): lr times
     ``head_lr_mult``;
-  * everything else (kernels, BatchNorm scale/bias follow the bias rule): 1 and 1.
+  * everything else (conv kernels, BatchNorm ``scale``): 1 and 1 (a BatchNorm ``bias``
+    takes the bias rule). Caffe ResNet fine-tuning usually fixes BatchNorm/Scale layers
+    (``lr_mult: 0``); here ``model.frozen_bn`` fixes the statistics only.
   """
 
   def lr_and_decay(path, _):
