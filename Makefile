@@ -27,8 +27,8 @@ test: $(VENV)/.installed
 	cd notebooks && ../$(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=300 *.ipynb
 
 bench: $(VENV)/.installed
-	XLA_FLAGS= $(PY) experiments/bench/pool_op.py --out experiments/results/pool_op.md
-	XLA_FLAGS= $(PY) experiments/bench/train_step.py --out experiments/results/train_step.md
+	XLA_FLAGS= $(PY) experiments/bench/pool_op.py --repeats 20 --out experiments/results/pool_op.md
+	XLA_FLAGS= $(PY) experiments/bench/train_step.py --poolings max,p,p_fixed --repeats 9 --out experiments/results/train_step.md
 
 clean:
 	rm -rf $(VENV) runs

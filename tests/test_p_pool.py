@@ -79,6 +79,12 @@ CASES = [
     ((3, 3), (1, 1), ((1, 1), (0, 2)), (5, 5)),
     ((3,), (2,), "SAME", (9,)),
     ((2, 2, 2), (1, 2, 2), "SAME", (3, 4, 5)),
+    # The input gradient is a per-pixel transpose of the window read: windows smaller
+    # than the stride (pixels in no window), uneven strides, a window with 3 members
+    # per stride step, and a single output row.
+    ((2, 1), (3, 2), ((0, 1), (0, 0)), (8, 5)),
+    ((5, 2), (2, 1), ((2, 2), (1, 0)), (7, 4)),
+    ((4, 3), (4, 3), "VALID", (4, 9)),
 ]
 
 
@@ -101,7 +107,7 @@ class ReferenceTest(parameterized.TestCase):
     np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(ga, rga, rtol=1e-4, atol=1e-5)
 
-  @parameterized.product(alpha=[0.0, 0.7, 3.0], case=CASES[:4])
+  @parameterized.product(alpha=[0.0, 0.7, 3.0], case=CASES[:4] + CASES[5:])
   def test_paper_eq_2_with_the_feature_map_minimum(self, alpha, case):
     window, strides, padding, spatial = case
     rng = np.random.default_rng(11)
@@ -158,11 +164,11 @@ class ReferenceTest(parameterized.TestCase):
       np.testing.assert_allclose(y, nn.max_pool(x, (2,), (2,)), rtol=1e-6, atol=1e-6)
       assert float(g["window"]) == 0.0 and abs(float(g["map"])) > 1e-6
 
-  @parameterized.parameters(0.0, 0.7, 3.0)
-  def test_window_minimum_form_matches_numpy(self, alpha):
+  @parameterized.product(alpha=[0.0, 0.7, 3.0], case=[CASES[1], CASES[6]])
+  def test_window_minimum_form_matches_numpy(self, alpha, case):
+    window, strides, padding, spatial = case
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(2, 7, 7, 3)).astype(np.float32)
-    window, strides, padding = (3, 3), (2, 2), "SAME"
+    x = rng.normal(size=(2,) + spatial + (3,)).astype(np.float32)
     pads = pads_for(x.shape, window, strides, padding)
     out = p_pool(x, alpha, window, strides, padding, shift="window")
     ct = rng.normal(size=out.shape)

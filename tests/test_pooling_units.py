@@ -2,6 +2,7 @@
 
 import chex
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -228,6 +229,55 @@ class RegistryTest(parameterized.TestCase):
       make_pool("gated", (5, 5), (2, 2)).init(jax.random.PRNGKey(0), jnp.ones((1, 3, 3, 1)))
     with self.assertRaisesRegex(ValueError, "ratio must be in"):
       make_pool("mixed", (2, 2), (2, 2), ratio=2.0).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 1)))
+
+
+@pytest.mark.parametrize("window, strides, padding, spatial", [
+    ((3, 3), (2, 2), "SAME", (7, 6)), ((2, 2), (2, 2), "SAME", (9, 9)),
+    ((3, 3), (1, 1), ((1, 1), (0, 2)), (5, 5)), ((1, 1), None, "VALID", (4, 4)),
+    ((3,), (2,), "SAME", (9,))])
+def test_depthwise_conv_is_flax_grouped_conv(window, strides, padding, spatial):
+  """The side branch's elementwise depthwise conv: same parameter tree (names, shapes,
+  float32 initial values) as nn.Conv(feature_group_count=C), and the same function and
+  gradients (float64)."""
+  from ppool_jax.nn import DepthwiseConv
+  c = 5
+  x = _x((2,) + spatial + (c,), lo=-1.0, hi=1.0)
+  conv = nn.Conv(c, window, strides=strides or 1, feature_group_count=c,
+                 padding=padding if isinstance(padding, str) else tuple(map(tuple, padding)))
+  ours = DepthwiseConv(window, strides, padding)
+  p_conv, p_ours = conv.init(jax.random.PRNGKey(0), x), ours.init(jax.random.PRNGKey(0), x)
+  chex.assert_trees_all_equal(p_conv, p_ours)
+  with jax.enable_x64(True):
+    params = jax.tree_util.tree_map(
+        lambda v: jnp.asarray(np.random.default_rng(1).normal(size=v.shape)), p_conv)
+    params = {"params": {**params["params"], "bias": params["params"]["bias"] + 0.5}}
+    x64 = jnp.asarray(x, jnp.float64)
+    conv64 = conv.clone(dtype=jnp.float64, param_dtype=jnp.float64)
+    ct = jnp.asarray(np.random.default_rng(2).normal(size=conv64.apply(params, x64).shape))
+    loss = lambda m: lambda p, x: jnp.vdot(m.apply(p, x), ct)
+    want = jax.grad(loss(conv64), argnums=(0, 1))(params, x64)
+    got = jax.grad(loss(ours), argnums=(0, 1))(params, x64)
+    np.testing.assert_allclose(ours.apply(params, x64), conv64.apply(params, x64), rtol=1e-12,
+                               atol=1e-12)
+    chex.assert_trees_all_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_side_branch_rms_input_norm_is_scale_free():
+  """input_norm="rms": alpha does not depend on the activations' scale (Caffe 0-255 vs
+  torchvision-normalised inputs); the paper's default (None) does."""
+  x = _x((2, 8, 8, 3), lo=0.0, hi=1.0)
+  alphas = {}
+  for norm in (None, "rms"):
+    module = PPool((2, 2), (2, 2), input_norm=norm, clip_max=None)
+    params = module.init(jax.random.PRNGKey(0), x)["params"]
+    params = jax.tree_util.tree_map(lambda v: v * 300.0 if v.ndim == 4 else v, params)
+    for scale in (1.0, 58.0):
+      _, state = module.apply({"params": params}, x * scale, mutable=["intermediates"])
+      alphas[norm, scale] = np.asarray(state["intermediates"]["alpha"][0])
+  np.testing.assert_allclose(alphas["rms", 1.0], alphas["rms", 58.0], rtol=1e-5)
+  assert np.abs(alphas[None, 1.0] - alphas[None, 58.0]).max() > 1.0
+  with pytest.raises(ValueError, match="input_norm must be"):
+    PPool((2, 2), (2, 2), input_norm="l2").init(jax.random.PRNGKey(0), x)
 
 
 def test_vgg16_seg_side_branch_share_of_parameters():

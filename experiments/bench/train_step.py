@@ -45,6 +45,8 @@ def main():
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--size", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--poolings", default="max,p",
+                      help="comma-separated pooling names; ratios are to the first")
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   shape = (args.batch, args.size, args.size, 3)
@@ -53,25 +55,31 @@ def main():
   device = jax.devices()[0]
   header = (f"device: {device.platform} ({device.device_kind}), {os.cpu_count()} cpu cores, "
             f"{platform.machine()}; jax {jax.__version__}; VGG16-seg (21 classes), input "
-            f"{shape} float32, SGD+momentum; median of {args.repeats} steps after warm-up")
+            f"{shape} float32, SGD+momentum; median of {args.repeats} steps after warm-up, round robin")
   print(header)
-  rows = {}
-  for pooling in ("max", "p"):
+  names = args.poolings.split(",")
+  compiled, memory, state = {}, {}, {}
+  for pooling in names:
     step, params, opt = make_step(pooling, 21, shape)
-    compiled = jax.jit(step).lower(params, opt, x, y).compile()
-    mem = compiled.memory_analysis()
-    jax.block_until_ready(compiled(params, opt, x, y))
-    times = []
-    for _ in range(args.repeats):
+    compiled[pooling] = jax.jit(step).lower(params, opt, x, y).compile()
+    mem = compiled[pooling].memory_analysis()
+    memory[pooling] = mem.temp_size_in_bytes if mem else None
+    state[pooling] = (params, opt)
+    jax.block_until_ready(compiled[pooling](params, opt, x, y))
+  # Round robin: every repeat times each pooling once, so load changes on a shared
+  # machine hit all of them alike.
+  times = {pooling: [] for pooling in names}
+  for _ in range(args.repeats):
+    for pooling in names:
       t0 = time.perf_counter()
-      jax.block_until_ready(compiled(params, opt, x, y))
-      times.append(time.perf_counter() - t0)
-    rows[pooling] = (float(np.median(times)), mem.temp_size_in_bytes if mem else None)
+      jax.block_until_ready(compiled[pooling](*state[pooling], x, y))
+      times[pooling].append(time.perf_counter() - t0)
+  rows = {p: (float(np.median(times[p])), memory[p]) for p in names}
   lines = [f"# Train-step benchmark\n\n{header}\n",
-           "| pooling | step time (ms) | ratio to max | temp memory (MiB) | ratio to max |",
+           f"| pooling | step time (ms) | ratio to {names[0]} | temp memory (MiB) | ratio to {names[0]} |",
            "|---|---|---|---|---|"]
   for pooling, (t, m) in rows.items():
-    base_t, base_m = rows["max"]
+    base_t, base_m = rows[names[0]]
     mem = "n/a | n/a" if m is None else f"{m / 2**20:.1f} | {m / base_m:.3f}"
     line = f"| {pooling} | {t * 1e3:.1f} | {t / base_t:.3f} | {mem} |"
     print(line)

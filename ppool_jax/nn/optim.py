@@ -8,7 +8,7 @@ from typing import Any
 import jax
 import optax
 
-from ppool_jax.nn.pooling import SIDE_BRANCH
+from ppool_jax.nn.side_branch import SIDE_BRANCH
 
 DEFAULT = "default"
 

@@ -15,10 +15,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ppool_jax.nn.side_branch import SIDE_BRANCH, DepthwiseConv, PReLU, SideBranch  # noqa: F401
 from ppool_jax.ops import p_pool, window_geometry, window_members
 from ppool_jax.ops.windows import Padding, fold, masked
-
-SIDE_BRANCH = "side_branch"  # module name that marks parameters trained at the side-branch LR
 
 
 class _Pool(nn.Module):
@@ -64,41 +63,6 @@ class AvgPool(_Pool):
                        count_include_pad=False)
 
 
-class PReLU(nn.Module):
-  """Per-channel PReLU (He et al. 2015; Caffe's default, slopes initialised to 0.25)."""
-  init_slope: float = 0.25
-
-  @nn.compact
-  def __call__(self, x):
-    slope = self.param("slope", nn.initializers.constant(self.init_slope), (x.shape[-1],))
-    return jnp.where(x >= 0, x, slope * x)
-
-
-class SideBranch(nn.Module):
-  """Eq. 5: depthwise conv (window, strides, no bias) -> PReLU -> depthwise 1x1 conv + bias.
-
-  Produces one raw alpha per pooling window and channel, shaped like the pooled output.
-  """
-  window_shape: Sequence[int]
-  strides: Sequence[int] | None
-  padding: Padding
-  bias_init: float = 20.0
-  input_scale: float = 100.0
-  out_kernel_stddev: float = 1e-3
-
-  @nn.compact
-  def __call__(self, x):
-    c = x.shape[-1]
-    h = nn.Conv(c, tuple(self.window_shape), strides=self.strides or 1,
-                padding=_conv_padding(self.padding), feature_group_count=c, use_bias=False,
-                name="conv_window")(x * self.input_scale)
-    h = PReLU(name="prelu")(h)
-    ones = (1,) * len(self.window_shape)
-    return nn.Conv(c, ones, feature_group_count=c,
-                   kernel_init=nn.initializers.normal(self.out_kernel_stddev),
-                   bias_init=nn.initializers.constant(self.bias_init), name="conv_alpha")(h)
-
-
 class PPool(_Pool):
   """The P-pooling unit (paper §3.5, Fig. 1): a side branch predicts alpha, then p_pool.
 
@@ -108,6 +72,9 @@ class PPool(_Pool):
     alpha_min: the open lower end of ``(0, C]`` is realised as ``[alpha_min, C]``.
     bias_init: initial bias of the side branch's last conv (20: starts near max pooling).
     input_scale: the side branch sees ``input_scale * x`` (paper: 100) for faster learning.
+    input_norm: ``None`` (paper) or ``"rms"``: the side branch sees
+      ``input_scale * x / rms(x)``, the batch's root mean square (a constant for the
+      gradient): the same branch input whatever the scale of the activations.
     shift: Eq. 2 for inputs that may be negative: ``"map"`` (or ``True``, the paper's
       feature-map minimum) or ``"window"`` (each window's minimum); see ``p_pool``.
 
@@ -117,23 +84,30 @@ class PPool(_Pool):
   ``min_t (1 + (N-1) t^(a+1)) / (1 + (N-1) t^a)`` of the window max: ``y >= 0.969 max``
   for 2x2 windows and ``y >= 0.948 max`` for 3x3, so the unit starts as max pooling
   to within 3% / 5%.
-  The alpha map is sown into the ``intermediates`` collection as ``alpha``.
-  Its parameters live under the ``side_branch`` module, which
+  The alpha map is sown into the ``intermediates`` collection as ``alpha``, and passes
+  through ``self.perturb("alpha", ...)``: apply with a zero ``perturbations`` collection of
+  the same shapes and ``jax.grad`` w.r.t. it gives ``dL/dalpha`` (what
+  ``ppool_jax.train.diagnostics`` logs). ``init`` creates no perturbation (its shapes
+  would be the init batch's). Its parameters live under the ``side_branch`` module, which
   :func:`ppool_jax.nn.side_branch_labels` labels for the paper's 3x learning rate.
   """
   clip_max: float | None = 35.0
   alpha_min: float = 1e-4
   bias_init: float = 20.0
   input_scale: float = 100.0
+  input_norm: str | None = None
   shift: bool | str = False
 
   @nn.compact
   def __call__(self, x):
     raw = SideBranch(self.window_shape, self.strides, self.padding, bias_init=self.bias_init,
-                     input_scale=self.input_scale, name=SIDE_BRANCH)(
+                     input_scale=self.input_scale, input_norm=self.input_norm,
+                     name=SIDE_BRANCH)(
                          x.astype(jnp.promote_types(x.dtype, jnp.float32)))
     alpha = jnp.clip(raw, self.alpha_min, self.clip_max)
     self.sow("intermediates", "alpha", alpha)
+    if not self.is_initializing():
+      alpha = self.perturb("alpha", alpha)
     return p_pool(x, alpha, tuple(self.window_shape), self.strides, self.padding, shift=self.shift)
 
 
@@ -153,6 +127,8 @@ class PFixedPool(_Pool):
     alpha = self.param("alpha", nn.initializers.constant(self.init_alpha), shape)
     alpha = jnp.clip(alpha, self.alpha_min, self.clip_max)
     self.sow("intermediates", "alpha", alpha)
+    if not self.is_initializing():
+      alpha = self.perturb("alpha", alpha)
     return p_pool(x, alpha, tuple(self.window_shape), self.strides, self.padding, shift=self.shift)
 
 

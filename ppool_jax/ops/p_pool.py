@@ -18,14 +18,13 @@ and are evaluated in the same normalised form in a ``jax.custom_vjp``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppool_jax.ops.windows import (Padding, WindowGeometry, fold, masked, scatter_offsets,
-                                   window_geometry, window_members)
+from ppool_jax.ops.p_pool_vjp import compute_dtype, p_pool_core
+from ppool_jax.ops.windows import Padding, window_geometry
 
 
 def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
@@ -112,7 +111,7 @@ def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
   geom = window_geometry(inputs.shape, window_shape, strides, padding, op_name="p_pool")
   alpha = jnp.asarray(alpha)
   if not jnp.issubdtype(alpha.dtype, jnp.floating):
-    alpha = alpha.astype(_compute_dtype(inputs.dtype))
+    alpha = alpha.astype(compute_dtype(inputs.dtype))
   try:
     broadcast = jnp.broadcast_shapes(alpha.shape, geom.out_shape)
   except ValueError:
@@ -123,11 +122,7 @@ def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
                      "broadcastable to (*batch, *out_spatial, C)).")
   mode = _shift_mode(shift)
   _check_concrete_values(inputs, alpha, mode)
-  return _p_pool(inputs, alpha, geom, mode)
-
-
-def _compute_dtype(dtype):
-  return jnp.promote_types(dtype, jnp.float32)
+  return p_pool_core(inputs, alpha, geom, mode)
 
 
 def _shift_mode(shift) -> str | None:
@@ -164,135 +159,3 @@ def _check_concrete_values(inputs, alpha, mode):
     if x is not None and x.size and x.min() < 0:
       raise ValueError(f"p_pool: inputs must be non-negative for Eq. 1 (min is "
                        f"{float(x.min()):g}); pass shift='map' for Eq. 2 on signed inputs.")
-
-
-class _Windows:
-  """The members of every window of ``x``, one strided slice per window offset
-  (each of output shape), with the window statistics every pass needs.
-
-  Reducing over offsets with elementwise ops lets XLA fuse a pass into one loop
-  instead of materialising a ``(*out, k*k)`` patch tensor.
-  """
-
-  def __init__(self, x: jax.Array, geom: WindowGeometry, mode: str | None):
-    self.members, self.masks = window_members(x, geom)
-    hi = fold(jnp.maximum, masked(self.members, self.masks, -jnp.inf))
-    if mode == "window":
-      self.low = fold(jnp.minimum, masked(self.members, self.masks, jnp.inf))
-    elif mode == "map":  # (*batch, 1, ..., 1, C): broadcasts against every offset
-      self.low = jnp.min(x, axis=_spatial_axes(x, geom), keepdims=True)
-    else:
-      self.low = None
-    # Values relative to a minimum (Eq. 2) are non-negative by construction.
-    self.top = hi if self.low is None else hi - self.low
-    self.log_top = jnp.log(jnp.where(self.top > 0, self.top, 1))
-
-  def weight(self, i, alpha):
-    """Shifted member values and unnormalised weights ``(z_i / m)^alpha``, exactly 1
-    at the window maximum and 0 at padding."""
-    z = self.shifted(i)
-    pos = z > 0
-    log_z = jnp.log(jnp.where(pos, z, 1))
-    e = jnp.where(z == self.top, 1.0,
-                  jnp.where(pos, jnp.exp(alpha * (log_z - self.log_top)),
-                            jnp.where(alpha == 0, 1.0, 0.0)))
-    return z, pos, log_z, self.mask(i, e)
-
-  def shifted(self, i):
-    v = self.members[i]
-    return v if self.low is None else v - self.low
-
-  def mask(self, i, v):
-    mask = self.masks[i]
-    return v if mask is None else jnp.where(mask, v, 0.0)
-
-
-def _spatial_axes(x, geom: WindowGeometry) -> tuple[int, ...]:
-  nb = x.ndim - geom.ndim - 1
-  return tuple(range(nb, nb + geom.ndim))
-
-
-def _forward(x, alpha, geom, mode, with_alpha_grad=False):
-  cdt = _compute_dtype(x.dtype)
-  win = _Windows(x.astype(cdt), geom, mode)
-  a = alpha.astype(cdt)
-  sums = {"e": [], "ez": [], "el": [], "ezl": []}
-  for i in range(len(win.members)):
-    z, pos, log_z, e = win.weight(i, a)
-    sums["e"].append(e)
-    sums["ez"].append(e * z)
-    if with_alpha_grad:
-      # log(z / m), with zero members' terms taken as 0 (the documented convention).
-      log_r = jnp.where(pos, log_z - win.log_top, 0.0)
-      sums["el"].append(e * log_r)
-      sums["ezl"].append(e * z * log_r)
-  s0 = fold(jnp.add, sums["e"])  # >= 1: the window maximum always weighs 1.
-  f = fold(jnp.add, sums["ez"]) / s0
-  y = f if win.low is None else f + win.low
-  if not with_alpha_grad:
-    return y, f, s0, None
-  # Eq. 4: df/da = sum_i w_i (z_i - f) log(z_i / m), accumulated in the same pass
-  # as f, so the backward pass needs no second set of exponentials for alpha.
-  df_da = (fold(jnp.add, sums["ezl"]) - f * fold(jnp.add, sums["el"])) / s0
-  return y, f, s0, df_da
-
-
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _p_pool(x, alpha, geom, mode):
-  y, _, _, _ = _forward(x, alpha, geom, mode)
-  return y.astype(x.dtype)
-
-
-def _p_pool_fwd(x, alpha, geom, mode):
-  y, f, s0, df_da = _forward(x, alpha, geom, mode, with_alpha_grad=True)
-  # Residuals are output-sized (no patch tensor) and stay in the compute dtype:
-  # the bfloat16 output is too coarse for the (x_i - y) differences of Eq. 3.
-  return y.astype(x.dtype), (x, alpha, f, s0, df_da)
-
-
-def _p_pool_bwd(geom, mode, res, ct):
-  x, alpha, f, s0, df_da = res
-  cdt = f.dtype
-  ct = ct.astype(cdt)
-  g_alpha = _sum_to_shape(ct * df_da, alpha.shape)
-  xc = x.astype(cdt)
-  win = _Windows(xc, geom, mode)
-  a = alpha.astype(cdt)
-  m = win.top
-  dz = []
-  for i in range(len(win.members)):
-    z, pos, _, e = win.weight(i, a)
-    w = e / s0
-    safe_z = jnp.where(pos, z, 1)
-    # Eq. 3 as w_i (1 + a (z_i - f) / z_i); at z_i = 0 the a = 1 term stays finite
-    # (-f / sum z) and 0 < a < 1 takes the documented convention 0.
-    at_zero = jnp.where((a == 1) & (m > 0), -f / (jnp.where(m > 0, m, 1) * s0), 0.0)
-    dz.append(win.mask(i, w + jnp.where(pos, a * w * (z - f) / safe_z, at_zero)))
-  if mode == "window":
-    # Eq. 2 adds min R back: d/dx of the window minimum is routed to its argmin,
-    # split between ties, carrying 1 - sum_i df/dz_i.
-    is_min = [(v == win.low) if mk is None else (v == win.low) & mk
-              for v, mk in zip(win.members, win.masks)]
-    n_min = fold(jnp.add, [b.astype(cdt) for b in is_min])
-    rest = (1.0 - fold(jnp.add, dz)) / n_min
-    dz = [g + jnp.where(b, rest, 0.0) for g, b in zip(dz, is_min)]
-  gx = scatter_offsets([ct * g for g in dz], geom)
-  if mode == "map":
-    # The map minimum enters every window of its image and channel: its gradient,
-    # sum over windows of ct * (1 - sum_i df/dz_i), goes to the map's argmin (split
-    # between ties).
-    axes = _spatial_axes(xc, geom)
-    rest = jnp.sum(ct * (1.0 - fold(jnp.add, dz)), axis=axes, keepdims=True)
-    is_min = (xc == win.low).astype(cdt)
-    gx = gx + is_min * (rest / jnp.sum(is_min, axis=axes, keepdims=True))
-  return gx.astype(x.dtype), g_alpha.astype(alpha.dtype)
-
-
-def _sum_to_shape(g: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """Sums a broadcast gradient back to the shape of the broadcast operand."""
-  g = g.sum(axis=tuple(range(g.ndim - len(shape))))
-  axes = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
-  return g.sum(axis=axes, keepdims=True).reshape(shape)
-
-
-_p_pool.defvjp(_p_pool_fwd, _p_pool_bwd)

@@ -4,7 +4,8 @@ A pooling window over ``n`` spatial dims is visited as ``prod(window_shape)``
 *offsets*: offset ``o`` is the strided slice of the padded input whose element
 ``j`` is the ``o``-th member of window ``j``. Reducing over offsets with
 elementwise ops lets XLA fuse a whole pooling operator into one loop, without
-materialising a ``(*out, k*k)`` patch tensor.
+materialising a ``(*out, k*k)`` patch tensor. The transpose (an input gradient) is
+computed per pixel instead of scattered: see ``pixel_memberships``.
 
 Layout follows ``flax.linen.pooling``: ``(*batch, *spatial, C)``.
 """
@@ -155,15 +156,6 @@ def window_geometry(shape: Sequence[int], window_shape: Sequence[int],
                         out_spatial=tuple(out), channels=shape[-1])
 
 
-def pad_spatial(x: jax.Array, geom: WindowGeometry, value=0) -> jax.Array:
-  """Pads the spatial dims of ``x`` (shape ``(*batch, *spatial, C)``)."""
-  if not geom.padded:
-    return x
-  nb = x.ndim - geom.ndim - 1
-  config = [(0, 0, 0)] * nb + [(lo, hi, 0) for lo, hi in geom.pads] + [(0, 0, 0)]
-  return lax.pad(x, jnp.asarray(value, x.dtype), config)
-
-
 def offset_slice(xp: jax.Array, geom: WindowGeometry, offset: Sequence[int]) -> jax.Array:
   """The ``offset``-th member of every window, from the padded input ``xp``."""
   nb = xp.ndim - geom.ndim - 1
@@ -181,7 +173,7 @@ def window_members(x: jax.Array, geom: WindowGeometry
 
   Padded positions hold 0; callers exclude them with the masks.
   """
-  xp = pad_spatial(x, geom)
+  xp = to_pixel_grid(x, geom)  # the same padded array as the input-gradient pass reads
   return [offset_slice(xp, geom, o) for o in geom.offsets], geom.valid_masks()
 
 
@@ -198,49 +190,89 @@ def fold(op, values: Sequence[jax.Array]) -> jax.Array:
   return out
 
 
-def scatter_offsets(cts: Sequence[jax.Array], geom: WindowGeometry) -> jax.Array:
-  """Transpose of reading every offset with ``offset_slice``, then unpadding.
+def pixel_grid(geom: WindowGeometry) -> tuple[int, ...]:
+  """Spatial dims of the *pixel grid*: the padded input, extended at the high end to a
+  multiple of the strides, so that padded position ``p = s * t + r`` factors exactly."""
+  return tuple(s * -(-(n + lo + hi) // s)
+               for n, (lo, hi), s in zip(geom.spatial_shape, geom.pads, geom.strides))
 
-  ``cts[i]`` is the ``(*batch, *out_spatial, C)`` cotangent of offset
-  ``geom.offsets[i]``; the result is the unpadded ``(*batch, *spatial, C)`` sum of
-  every cotangent placed back where it was read from.
 
-  Written as a phase decomposition rather than one strided scatter per offset:
-  padded position ``p = t * s + r`` only receives from offsets ``o = q * s + r``
-  (at output index ``t - q``), so each of the ``prod(strides)`` phases is a sum of
-  shifted, dense output-sized arrays, and the phases interleave with one
-  reshape. XLA fuses each phase into a single loop, where interior-padded
-  scatters would materialise one input-sized array per offset.
-  """
-  ref = cts[0]
-  nb = ref.ndim - geom.ndim - 1
-  padded = [n + lo + hi for n, (lo, hi) in zip(geom.spatial_shape, geom.pads)]
-  phases_len = [-(-p // s) for p, s in zip(padded, geom.strides)]
-  phase_shape = ref.shape[:nb] + tuple(phases_len) + ref.shape[-1:]
-  phases = []
-  for r in itertools.product(*(range(s) for s in geom.strides)):
-    acc = None
-    for ct, o in zip(cts, geom.offsets):
-      if any(od % s != rd for od, s, rd in zip(o, geom.strides, r)):
-        continue
-      config = [(0, 0, 0)] * nb
-      for od, s, n_out, t in zip(o, geom.strides, geom.out_spatial, phases_len):
-        q = od // s
-        config.append((q, t - q - n_out, 0))
-      config.append((0, 0, 0))
-      shifted = lax.pad(ct, jnp.zeros((), ct.dtype), config)
-      acc = shifted if acc is None else acc + shifted
-    phases.append(jnp.zeros(phase_shape, ref.dtype) if acc is None else acc)
-  n = geom.ndim
-  stacked = jnp.stack(phases, axis=-2).reshape(phase_shape[:-1] + geom.strides + ref.shape[-1:])
-  # (*batch, T_1..T_n, s_1..s_n, C) -> (*batch, T_1, s_1, ..., T_n, s_n, C)
-  perm = list(range(nb))
-  for d in range(n):
-    perm += [nb + d, nb + n + d]
-  perm.append(nb + 2 * n)
-  full = stacked.transpose(perm).reshape(
-      ref.shape[:nb] + tuple(t * s for t, s in zip(phases_len, geom.strides)) + ref.shape[-1:])
+def to_pixel_grid(x: jax.Array, geom: WindowGeometry) -> jax.Array:
+  """``x`` ``(*batch, *spatial, C)`` zero-padded onto the pixel grid (see ``pixel_grid``)."""
+  nb = x.ndim - geom.ndim - 1
+  config = [(0, 0, 0)] * nb + [(lo, g - n - lo, 0) for n, (lo, _), g in
+                               zip(geom.spatial_shape, geom.pads, pixel_grid(geom))]
+  return lax.pad(x, jnp.zeros((), x.dtype), config + [(0, 0, 0)])
+
+
+def from_pixel_grid(g: jax.Array, geom: WindowGeometry) -> jax.Array:
+  """The unpadded input region of a pixel-grid array (inverse of ``to_pixel_grid``)."""
+  nb = g.ndim - geom.ndim - 1
   start = [0] * nb + [lo for lo, _ in geom.pads] + [0]
-  limit = list(ref.shape[:nb]) + [lo + sz for (lo, _), sz in zip(geom.pads, geom.spatial_shape)]
-  return lax.slice(full, start, limit + [ref.shape[-1]])
+  limit = list(g.shape[:nb]) + [lo + n for (lo, _), n in zip(geom.pads, geom.spatial_shape)]
+  return lax.slice(g, start, limit + [g.shape[-1]])
 
+
+def pixel_memberships(geom: WindowGeometry) -> list[tuple[tuple[int, ...], np.ndarray]]:
+  """Which windows each pixel belongs to, for transposing a window read densely.
+
+  Pixel ``p = s * t + r`` of the pixel grid (per dim) is member ``o = r + s * q`` of
+  window ``t - q`` for every ``q >= 0`` with ``o < k``: at most ``ceil(k / s)`` windows
+  per dim. Returns, per ``q`` vector, a static boolean ``(*pixel_grid, 1)`` mask of the
+  pixels for which that window exists. Every (window, member) pair appears exactly once
+  over all ``q``, so a cotangent computed per pixel and ``q`` and summed over ``q`` is
+  the transpose of ``window_members`` without any scatter.
+  """
+  grid = pixel_grid(geom)
+  per_dim = []
+  for g, k, s, n_out in zip(grid, geom.window_shape, geom.strides, geom.out_spatial):
+    p = np.arange(g)
+    t, r = p // s, p % s
+    per_dim.append([(q, (r + s * q < k) & (t - q >= 0) & (t - q < n_out))
+                    for q in range(-(-k // s))])
+  out = []
+  for combo in itertools.product(*per_dim):
+    mask = np.ones(grid, bool)
+    for d, (_, ok) in enumerate(combo):
+      shape = [1] * geom.ndim
+      shape[d] = -1
+      mask = mask & ok.reshape(shape)
+    if mask.any():
+      out.append((tuple(q for q, _ in combo), mask[..., None]))
+  return out
+
+
+def pad_windows(v: jax.Array, geom: WindowGeometry) -> jax.Array:
+  """A per-window array ``(*batch, *out_spatial, C)`` (or broadcastable to it) padded
+  with zeros so that ``window_to_pixels`` only needs static slices: ``ceil(k/s) - 1``
+  windows before the first and enough after the last to cover the pixel grid."""
+  v = jnp.reshape(v, (1,) * (len(geom.out_shape) - v.ndim) + v.shape)
+  nb = v.ndim - geom.ndim - 1
+  config = [(0, 0, 0)] * v.ndim
+  for d, (k, s, n_out, g) in enumerate(zip(geom.window_shape, geom.strides, geom.out_spatial,
+                                           pixel_grid(geom))):
+    if v.shape[nb + d] != 1:
+      config[nb + d] = (-(-k // s) - 1, max(0, g // s - n_out), 0)
+  return lax.pad(v, jnp.zeros((), v.dtype), config)
+
+
+def window_to_pixels(vp: jax.Array, geom: WindowGeometry, q: Sequence[int]) -> jax.Array:
+  """A per-window array on the pixel grid: pixel ``p = s * t + r`` gets window ``t - q``.
+
+  ``vp`` comes from ``pad_windows`` (size-1 dims stay size 1: the masks of
+  ``pixel_memberships`` keep only windows that exist; windows outside the output read
+  0). Only a static slice and a repeat: branch-free in the fused per-pixel loop that
+  consumes it.
+  """
+  nb = vp.ndim - geom.ndim - 1
+  for d, (qd, k, s, g) in enumerate(zip(q, geom.window_shape, geom.strides, pixel_grid(geom))):
+    ax = nb + d
+    if vp.shape[ax] == 1:
+      continue
+    start = -(-k // s) - 1 - qd
+    vp = lax.slice_in_dim(vp, start, start + g // s, axis=ax)
+    if s > 1:  # repeat each window s times: a broadcast and a reshape (no gather)
+      shape = vp.shape[:ax + 1] + (s,) + vp.shape[ax + 1:]
+      vp = jnp.broadcast_to(jnp.expand_dims(vp, ax + 1), shape).reshape(
+          vp.shape[:ax] + (g,) + vp.shape[ax + 1:])
+  return vp

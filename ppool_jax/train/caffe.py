@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ppool_jax.nn.pooling import SIDE_BRANCH
+from ppool_jax.nn.side_branch import SIDE_BRANCH
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_limit = -1                      # evaluate on at most this many images (-1: all)
   c.progress_bar = True
   c.parallel = "pmap"                    # pmap | mesh (jit over a Mesh with NamedSharding)
+  c.alpha_diagnostics = True             # log alpha/<layer>/... (ppool_jax.train.diagnostics)
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "synthetic"           # synthetic | voc_aug | cityscapes | ade20k

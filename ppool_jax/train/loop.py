@@ -123,7 +123,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
     state = ckpts.restore(start, jax.device_get(state))
     logging.warning("resumed from step %d in %s", start, workdir)
   runner = make_runner(cfg.get("parallel", "pmap"), model, tx, num_classes(cfg),
-                       cfg.loss.normalization, boundary_protocol(cfg))
+                       cfg.loss.normalization, boundary_protocol(cfg),
+                       diagnostics=cfg.get("alpha_diagnostics", True))
   rstate = runner.place(state)
   writer = MetricWriter(workdir, enabled=process == 0)
   bar = tqdm(total=cfg.total_steps, initial=start, disable=process != 0 or not cfg.progress_bar,
@@ -150,7 +151,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
       if done % cfg.log_every == 0 or done == cfg.total_steps:
         rate = (done - s0) / (time.perf_counter() - t0)
         writer.write(done, "train", {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
-                                     "steps_per_second": rate, "skipped_updates": skipped})
+                                     "steps_per_second": rate, "skipped_updates": skipped,
+                                     **{k: v for k, v in metrics.items() if k.startswith("alpha/")}})
       if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
         ckpts.save(done, runner.to_host(rstate))
       if done % cfg.eval_every == 0 or done == cfg.total_steps:

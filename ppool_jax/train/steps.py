@@ -17,6 +17,7 @@ import optax
 
 from ppool_jax.data.pipeline import IGNORE
 from ppool_jax.metrics import segmentation_counts
+from ppool_jax.train.diagnostics import alpha_perturbations, alpha_stats
 
 AXIS = "batch"
 
@@ -52,7 +53,8 @@ def _psum(x, axis_name):
   return x if axis_name is None else jax.lax.psum(x, axis_name)
 
 
-def make_train_step(model, tx, normalization: str = "valid", axis_name: str | None = AXIS):
+def make_train_step(model, tx, normalization: str = "valid", axis_name: str | None = AXIS,
+                    diagnostics: bool = False):
   """One training step.
 
   ``normalization`` divides the summed per-pixel loss by the number of labelled pixels of
@@ -60,6 +62,8 @@ def make_train_step(model, tx, normalization: str = "valid", axis_name: str | No
   (``"batch_pixels"``, crop area x batch: maps a summed-loss solver exactly).
   ``axis_name``: the pmap axis the batch is split over (losses, counts and gradients are
   psum'd over it), or ``None`` for a global-view step under ``jit`` (mesh sharding).
+  ``diagnostics``: add the per-layer alpha statistics of ``ppool_jax.train.diagnostics``
+  (``alpha/...``) to the metrics; nothing changes for models without a learned alpha.
   """
   if normalization not in NORMALIZATIONS:
     raise ValueError(f"unknown loss normalization {normalization!r}; choose from "
@@ -75,15 +79,26 @@ def make_train_step(model, tx, normalization: str = "valid", axis_name: str | No
     else:
       count = _psum(batch["label"].size, axis_name)
     mutable = list(state.model_state.keys())
+    perts = None
+    if diagnostics:
+      perts = alpha_perturbations(model, {"params": state.params, **state.model_state},
+                                  batch["image"], mutable, {"dropout": rng})
 
-    def loss_fn(params):
+    def loss_fn(params, perts):
+      variables = {"params": params, **state.model_state}
+      if perts is not None:
+        variables["perturbations"] = perts
       logits, new_model_state = model.apply(
-          {"params": params, **state.model_state}, batch["image"], train=True,
-          mutable=mutable, rngs={"dropout": rng})
+          variables, batch["image"], train=True,
+          mutable=mutable + (["intermediates"] if perts is not None else []),
+          rngs={"dropout": rng})
+      new_model_state = dict(new_model_state)
+      inter = new_model_state.pop("intermediates", {})
       ce, _ = pixel_cross_entropy(logits, batch["label"])
-      return jnp.sum(ce) / count, new_model_state
+      return jnp.sum(ce) / count, (new_model_state, inter)
 
-    (loss, new_model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (new_model_state, inter)), (grads, alpha_grads) = jax.value_and_grad(
+        loss_fn, argnums=(0, 1), has_aux=True)(state.params, perts)
     grads = _psum(grads, axis_name)
     loss = _psum(loss, axis_name)
     finite = jnp.isfinite(loss) & _all_finite(grads)
@@ -100,7 +115,8 @@ def make_train_step(model, tx, normalization: str = "valid", axis_name: str | No
         nonfinite=jnp.where(finite, 0, state.nonfinite + 1),
     )
     metrics = {"loss": loss, "finite": finite, "grad_norm": optax.tree.norm(grads),
-               "nonfinite": new_state.nonfinite}
+               "nonfinite": new_state.nonfinite,
+               **alpha_stats(inter, alpha_grads, new_state.params, axis_name)}
     return new_state, metrics
 
   return train_step
