@@ -12,7 +12,7 @@ import platform
 
 import numpy as np
 
-from run_finetune_table import KEYS, STATS, alpha_log
+from run_finetune_table import KEYS, alpha_log
 
 
 def _fmt(values):
@@ -120,8 +120,10 @@ def write(groups, args, out_md):
       "preprocessing; its eval scores: "
       + (", ".join(f"{k} {100 * pre[k]:.1f}" for k in KEYS if k in pre) or "n/a") + ". "
       f"Fine-tuning: conv weights loaded, classifier and pooling parameters new, "
-      f"**{p0['steps']} steps** of the paper's recipe (Caffe SGD, lr 2e-7 on the summed loss "
-      "mapped exactly, momentum 0.9, weight decay 5e-4 mapped, x0.1 at 60 % of the steps, "
+      f"**{p0['steps']} steps** of the paper's recipe (Caffe SGD on the summed loss mapped "
+      f"exactly, lr {cfgmod.get_config().optim.learning_rate:g} — the paper's 2e-7 made average "
+      "pooling diverge by step 10 on this net —, momentum 0.9, weight decay 5e-4 mapped, x0.1 "
+      "at 60 % of the steps, "
       "side branches x3, biases lr x2 without decay, side-branch bias 20, x100 input, C = 35), "
       "batch 16, 96 px crops (pool4 sees 12x12), 2,000 training / 100 held-out scenes. "
       f"Seeds change the new layers' initialisation and the data order. Mean ± sample std over "

@@ -40,24 +40,34 @@ CONTROLS = {  # the last pooling (3x3, stride 1) removed: Strided-C's last stage
 STUDY = {  # P-pooling everywhere; label -> pool_options["p"] overrides
     "bias 10": {"bias_init": 10.0},
     "bias 5": {"bias_init": 5.0},
+    "C = 1e4 (no clip)": {"clip_max": 1e4},
+    # 255 * 0.226 = 58: x100 on torchvision-normalised activations is about x1.7 on these.
     "x1.7 (x100 on torchvision-scale)": {"input_scale": 100.0 / 58.0},
     "x100 on RMS-normalised input": {"input_norm": "rms"},
-    "C = 1e4 (no clip)": {"clip_max": 1e4},
-    "bias 5, C = 1e4": {"bias_init": 5.0, "clip_max": 1e4},
 }
 KEYS = ("miou", "boundary_f", "small_structure_miou")
-STATS = ("bias", "mean", "std", "frac_below_10", "mean_abs_grad")
 
 
-def pretrained_convs(runs: str, steps: int | None = None) -> str:
-  """Step 1: trains the max-pooling net once; saves its convs in ppool_jax.convert's format."""
+def _override(cfg, overrides):
+  for k, v in (overrides or {}).items():
+    node = cfg
+    *path, last = k.split(".")
+    for part in path:
+      node = node[part]
+    node[last] = v
+  return cfg
+
+
+def pretrained_convs(runs: str, steps: int | None = None, overrides: dict | None = None) -> str:
+  """Step 1: trains the max-pooling net once; saves its convs in ppool_jax.convert's format.
+  ``overrides``: dotted config fields (``{"dataset.synthetic_eval": 4}``), for tests."""
   import finetune_synthetic
   from ppool_jax import convert
   from ppool_jax.train import train
   out = os.path.abspath(os.path.join(runs, "pretrained_convs"))
   if os.path.isdir(out):
     return out
-  cfg = finetune_synthetic.pretrain_config()
+  cfg = _override(finetune_synthetic.pretrain_config(), overrides)
   if steps:
     cfg.total_steps = cfg.eval_every = cfg.checkpoint_every = steps
   state, scores = train(cfg, os.path.join(runs, "pretrain_max"))
@@ -68,11 +78,27 @@ def pretrained_convs(runs: str, steps: int | None = None) -> str:
   return out
 
 
+def finetune_config(pooling: str, seed: int, pretrained: str, p_options: dict | None = None,
+                    steps: int | None = None, overrides: dict | None = None):
+  """Step 2's config: the paper's recipe (configs/finetune_synthetic.py) for one method."""
+  import finetune_synthetic
+  cfg = _override(finetune_synthetic.get_config(), overrides)
+  cfg.seed = seed
+  cfg.model.pooling = pooling
+  cfg.model.pretrained = pretrained
+  if steps:
+    cfg.total_steps = cfg.eval_every = cfg.checkpoint_every = steps
+    cfg.optim.step_boundaries = (int(0.6 * steps),)
+  for k, v in (p_options or {}).items():
+    cfg.model.pool_options.p[k] = v
+  return cfg
+
+
 def run_one(name: str, pooling: str, seed: int, runs: str, pretrained: str,
-            p_options: dict | None = None, steps: int | None = None) -> dict:
+            p_options: dict | None = None, steps: int | None = None,
+            overrides: dict | None = None) -> dict:
   import jax.numpy as jnp
 
-  import finetune_synthetic
   from ppool_jax.data import normalize
   from ppool_jax.train import model_from_config, train
   from ppool_jax.train.inputs import augment_config, sources
@@ -83,23 +109,23 @@ def run_one(name: str, pooling: str, seed: int, runs: str, pretrained: str,
   if os.path.exists(result_path):
     with open(result_path) as f:
       return {**json.load(f), "workdir": workdir}
-  cfg = finetune_synthetic.get_config()
-  cfg.seed = seed
-  cfg.model.pooling = pooling
-  cfg.model.pretrained = pretrained
-  if steps:
-    cfg.total_steps = cfg.eval_every = cfg.checkpoint_every = steps
-    cfg.optim.step_boundaries = (int(0.6 * steps),)
-  for k, v in (p_options or {}).items():
-    cfg.model.pool_options.p[k] = v
+  from ppool_jax.train.loop import NonFiniteTrainingError
+  cfg = finetune_config(pooling, seed, pretrained, p_options, steps, overrides)
   t0 = time.time()
-  state, scores = train(cfg, workdir)
+  try:
+    state, scores = train(cfg, workdir)
+  except NonFiniteTrainingError as e:  # reported as diverged, not silently dropped
+    state, scores = None, {k: float("nan") for k in KEYS}
+    diverged = str(e)
+  else:
+    diverged = None
   result = {k: float(scores[k]) for k in KEYS}
   result.update(name=name, pooling=pooling, seed=seed, steps=cfg.total_steps,
-                p_options=p_options or {}, seconds=time.time() - t0)
-  if "p" in pooling.split(","):
+                p_options=p_options or {}, seconds=time.time() - t0, diverged=diverged)
+  if state is not None and "p" in pooling.split(","):
     _, eval_source = sources(cfg)
-    images = np.stack([normalize(eval_source[i]["image"], augment_config(cfg)) for i in range(16)])
+    n = min(16, len(eval_source))
+    images = np.stack([normalize(eval_source[i]["image"], augment_config(cfg)) for i in range(n)])
     _, alphas = predict_with_alpha(model_from_config(cfg), state, jnp.asarray(images))
     result["alpha_eval"] = {k: {"mean": float(np.mean(a)), "std": float(np.std(a)),
                                 "frac_below_10": float(np.mean(a < 10))}
