@@ -163,10 +163,10 @@ def main():
   groups = {"main": {n: [run(n, p, s) for s in args.seeds] for n, p in METHODS.items()}}
   seeds = args.seeds if args.control_seeds is None else args.control_seeds
   groups["control"] = {n: [run(n, p, s) for s in seeds] for n, p in CONTROLS.items()}
+  groups["study"] = {n: [run(n, "p", s, o) for s in args.study_seeds] for n, o in STUDY.items()}
   groups["ablation"] = {f"P in pool{i + 1} only": [
       run(f"p_stage{i + 1}", ",".join("p" if j == i else "max" for j in range(4)), s)
       for s in args.ablation_seeds] for i in range(4)}
-  groups["study"] = {n: [run(n, "p", s, o) for s in args.study_seeds] for n, o in STUDY.items()}
   import finetune_report
   finetune_report.write(groups, args, args.out)
   print(f"wrote {args.out}")

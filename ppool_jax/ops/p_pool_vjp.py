@@ -26,6 +26,8 @@ def compute_dtype(dtype):
 #   (XLA:CPU materialises any exp/log that feeds two loops: one array per member).
 #   Passes that share inputs would be merged by XLA's common-subexpression pass, so
 #   each pass gets its own ``tag``: the (never selected) fill value of its log guard.
+#   Measured (3x3/2 on (8, 128, 128, 64), fwd+bwd temp memory): 65 MiB with distinct tags,
+#   205 MiB with one tag for all passes (max_pool: 167 MiB).
 # * The input gradient is computed per pixel (``pixel_memberships``): each pixel's
 #   term for each window it belongs to, with the per-window statistics shifted and
 #   repeated onto the pixel grid. No scatter, no per-member arrays.
@@ -91,25 +93,27 @@ def _shift_back(f, win):
   return f if win.low is None else f + win.low
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def p_pool_core(x, alpha, geom, mode):
+def _forward(x, alpha, geom, mode):
+  """Eq. 1 (Eq. 2 with a shift): ``(y, f, windows)``, ``f`` the pooled shifted values."""
   cdt = compute_dtype(x.dtype)
   win = _Windows(x.astype(cdt), geom, mode)
   terms = win.terms(alpha.astype(cdt), tag=1.0)
   f = fold(jnp.add, [e * z for z, _, _, e in terms]) / fold(jnp.add, [e for *_, e in terms])
-  return _shift_back(f, win).astype(x.dtype)
+  return _shift_back(f, win).astype(x.dtype), f, win
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def p_pool_core(x, alpha, geom, mode):
+  return _forward(x, alpha, geom, mode)[0]
 
 
 def _p_pool_fwd(x, alpha, geom, mode):
-  cdt = compute_dtype(x.dtype)
-  win = _Windows(x.astype(cdt), geom, mode)
-  terms = win.terms(alpha.astype(cdt), tag=1.0)
-  f = fold(jnp.add, [e * z for z, _, _, e in terms]) / fold(jnp.add, [e for *_, e in terms])
+  y, f, win = _forward(x, alpha, geom, mode)
   # Residuals are output-sized (no per-member arrays) and stay in the compute dtype:
   # the bfloat16 output is too coarse for the (x_i - y) differences of Eq. 3. sum_i e_i is
   # recomputed in the backward pass: stored, XLA:CPU would store every e_i with it.
   low = win.low if mode == "map" else None
-  return _shift_back(f, win).astype(x.dtype), (x, alpha, f, win.top, win.log_top, low)
+  return y, (x, alpha, f, win.top, win.log_top, low)
 
 
 def _p_pool_bwd(geom, mode, res, ct):
