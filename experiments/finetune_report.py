@@ -24,6 +24,9 @@ def _score_table(rows_by_name, extra_header=""):
   lines = [f"| {extra_header or 'method'} | n | mIoU | boundary F | small-structure mIoU |",
            "|---|---|---|---|---|"]
   for name, rows in rows_by_name.items():
+    if not rows:
+      lines.append(f"| {name} | 0 | not run (compute budget) | | |")
+      continue
     lines.append(f"| {name} | {len(rows)} | " + " | ".join(_fmt([r[k] for r in rows]) for k in KEYS)
                  + " |")
   return lines
@@ -132,6 +135,8 @@ def write(groups, args, out_md):
       "Regenerate: `python experiments/run_finetune_table.py --seeds "
       f"{' '.join(map(str, args.seeds))} --ablation_seeds {' '.join(map(str, args.ablation_seeds))}"
       f" --study_seeds {' '.join(map(str, args.study_seeds))}"
+      + (f" --ablation_stages {' '.join(map(str, args.ablation_stages))}"
+         if list(getattr(args, "ablation_stages", [1, 2, 3, 4])) != [1, 2, 3, 4] else "")
       + (f" --steps {args.steps}" if args.steps else "") + "`.", "",
       "## Every method, fine-tuned", ""] + _score_table(groups["main"]) + [
       "", "## Control: the last pooling (3x3, stride 1) removed", "",

@@ -151,6 +151,8 @@ def main():
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--control_seeds", type=int, nargs="*", default=None)
   parser.add_argument("--ablation_seeds", type=int, nargs="*", default=[0])
+  parser.add_argument("--ablation_stages", type=int, nargs="*", default=[1, 2, 3, 4],
+                      help="stages whose one-stage P-pooling run is done (others: not run)")
   parser.add_argument("--study_seeds", type=int, nargs="*", default=[0])
   parser.add_argument("--steps", type=int, default=None, help="override the config's STEPS")
   parser.add_argument("--pretrain_steps", type=int, default=None)
@@ -166,7 +168,7 @@ def main():
   groups["study"] = {n: [run(n, "p", s, o) for s in args.study_seeds] for n, o in STUDY.items()}
   groups["ablation"] = {f"P in pool{i + 1} only": [
       run(f"p_stage{i + 1}", ",".join("p" if j == i else "max" for j in range(4)), s)
-      for s in args.ablation_seeds] for i in range(4)}
+      for s in (args.ablation_seeds if i + 1 in args.ablation_stages else [])] for i in range(4)}
   import finetune_report
   finetune_report.write(groups, args, args.out)
   print(f"wrote {args.out}")
