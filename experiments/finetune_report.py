@@ -32,6 +32,25 @@ def _score_table(rows_by_name, extra_header=""):
   return lines
 
 
+def _paired_table(groups, reference="max"):
+  """Per-seed differences to the reference method (same seed: same classifier initialisation
+  and data order), mean ± sample std and how many seeds the method is ahead."""
+  ref = {r["seed"]: r for r in groups["main"][reference]}
+  lines = [f"| method − {reference} | n | mIoU | boundary F | small-structure mIoU |",
+           "|---|---|---|---|---|"]
+  for name, rows in {**groups["main"], **groups["control"]}.items():
+    pairs = [(r, ref[r["seed"]]) for r in rows if r["seed"] in ref and name != reference]
+    if not pairs:
+      continue
+    cells = []
+    for k in KEYS:
+      d = 100 * np.asarray([a[k] - b[k] for a, b in pairs])
+      spread = f" ± {d.std(ddof=1):.1f}" if len(d) > 1 else ""
+      cells.append(f"{d.mean():+.1f}{spread} (ahead {int(np.sum(d > 0))}/{len(d)})")
+    lines.append(f"| {name} | {len(pairs)} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def _first_last(series):
   return series[0][1], series[-1][1]
 
@@ -51,8 +70,11 @@ def _alpha_table(row):
 
 
 def _study_table(groups):
-  rows = {"bias 20, x100, C = 35 (paper)": groups["main"]["P-pooling"][:1], **groups["study"]}
-  lines = ["| variant (P-pooling everywhere) | mIoU | boundary F | small-structure mIoU | "
+  rows = groups["study"]
+  seeds = " / ".join(str(r["seed"]) for r in next(iter(rows.values()), []))
+  lines = [f"Scores per seed ({seeds}), paired: compare rows within a seed. Alpha columns: the "
+           "first seed.", "",
+           "| variant (P-pooling everywhere) | mIoU | boundary F | small-structure mIoU | "
            "final alpha mean per stage | frac < 10 per stage | bias drift per stage |",
            "|---|---|---|---|---|---|---|"]
   for name, rs in rows.items():
@@ -63,7 +85,8 @@ def _study_table(groups):
     mean = " / ".join(f"{log[l]['mean'][-1][1]:.1f}" for l in layers)
     low = " / ".join(f"{log[l]['frac_below_10'][-1][1]:.2f}" for l in layers)
     drift = " / ".join(f"{log[l]['bias'][-1][1] - log[l]['bias'][0][1]:+.2f}" for l in layers)
-    lines.append(f"| {name} | " + " | ".join(_fmt([r[k] for r in rs]) for k in KEYS)
+    lines.append(f"| {name} | " + " | ".join(" / ".join(f"{100 * r[k]:.1f}" for r in rs)
+                                             for k in KEYS)
                  + f" | {mean} | {low} | {drift} |")
   return lines
 
@@ -85,8 +108,9 @@ def _plots(groups, out_png):
     ax.set_ylim(max(0, min(v.mean() for v in vals) - 10), None)
   fig.savefig(out_png, dpi=90, bbox_inches="tight")
   plt.close(fig)
-  runs = {"bias 20 (paper)": groups["main"]["P-pooling"][0]}
-  runs.update({n: groups["study"][n][0] for n in ("bias 10", "bias 5") if groups["study"].get(n)})
+  names = {"bias 20 (paper)": "bias 20, x100, C = 35 (paper)", "bias 10": "bias 10",
+           "bias 5": "bias 5"}
+  runs = {label: groups["study"][n][0] for label, n in names.items() if groups["study"].get(n)}
   fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
   for i, (label, row) in enumerate(runs.items()):
     for j, (layer, s) in enumerate(sorted(alpha_log(row["workdir"]).items())):
@@ -139,15 +163,23 @@ def write(groups, args, out_md):
          if list(getattr(args, "ablation_stages", [1, 2, 3, 4])) != [1, 2, 3, 4] else "")
       + (f" --steps {args.steps}" if args.steps else "") + "`.", "",
       "## Every method, fine-tuned", ""] + _score_table(groups["main"]) + [
+      "", "Paired by seed (the same seed gives every method the same classifier "
+      "initialisation and data order), in points:", ""] + _paired_table(groups) + [
       "", "## Control: the last pooling (3x3, stride 1) removed", "",
       "Strided-C has no pooling in any stage, so also none after the last one; these rows "
       "remove only that layer.", ""] + _score_table(groups["control"]) + [
-      "", "## P-pooling in one stage at a time (others max)", ""] + _score_table(
-      {**groups["ablation"], "all max": groups["main"]["max"],
-       "all P": groups["main"]["P-pooling"]}, "P-pooling in") + [
+      "", "## The seed: initialisation or data order?", "",
+      "Max pooling with the new layers' initialisation and the training order/augmentation "
+      "seeded separately (`dataset.order_seed`). The pretraining ran with seed 0, so data "
+      "order 0 replays its first batches exactly.", ""] + _score_table(
+      groups.get("order", {}), "run") + [
+      "", "## P-pooling in one stage at a time (others max; seeds "
+      f"{' '.join(map(str, args.ablation_seeds))})", ""] + _score_table(
+      groups["ablation"], "P-pooling in") + [
       "", "## Alpha during fine-tuning (P-pooling everywhere, seed "
       f"{p0['seed']}; logged every 20 steps)", ""] + _alpha_table(p0) + [
-      "", "## What makes alpha move (one seed each)", ""] + _study_table(groups) + [
+      "", "## What makes alpha move (P-pooling everywhere; seeds "
+      f"{' '.join(map(str, args.study_seeds))})", ""] + _study_table(groups) + [
       "", f"![scores]({os.path.basename(out_png)})", "",
       f"![alpha]({os.path.basename(out_png).replace('.png', '_alpha.png')})", ""]
   analysis = ""

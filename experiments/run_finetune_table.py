@@ -165,10 +165,23 @@ def main():
   groups = {"main": {n: [run(n, p, s) for s in args.seeds] for n, p in METHODS.items()}}
   seeds = args.seeds if args.control_seeds is None else args.control_seeds
   groups["control"] = {n: [run(n, p, s) for s in seeds] for n, p in CONTROLS.items()}
-  groups["study"] = {n: [run(n, "p", s, o) for s in args.study_seeds] for n, o in STUDY.items()}
+  paper = {"bias 20, x100, C = 35 (paper)": [run("P-pooling", "p", s) for s in args.study_seeds]}
+  groups["study"] = {**paper, **{n: [run(n, "p", s, o) for s in args.study_seeds]
+                                 for n, o in STUDY.items()}}
+  # Which half of the seed matters: the new layers' initialisation or the data order (seed 0's
+  # order is also the pretraining's: the same batches, augmented alike, as its first steps).
+  order = lambda name, init, data: run_one(name, "max", init, args.runs, pre, None, args.steps,
+                                           {"dataset.order_seed": data})
+  groups["order"] = {"max, init seed 0, data order 0": [run("max", "max", 0)],
+                     "max, init seed 1, data order 0": [order("max init1 order0", 1, 0)],
+                     "max, init seed 0, data order 1": [order("max init0 order1", 0, 1)],
+                     "max, init seed 1, data order 1": [run("max", "max", 1)]}
   groups["ablation"] = {f"P in pool{i + 1} only": [
       run(f"p_stage{i + 1}", ",".join("p" if j == i else "max" for j in range(4)), s)
       for s in (args.ablation_seeds if i + 1 in args.ablation_stages else [])] for i in range(4)}
+  groups["ablation"].update({name: [run(label, pooling, s) for s in args.ablation_seeds]
+                             for name, label, pooling in (("all max", "max", "max"),
+                                                          ("all P", "P-pooling", "p"))})
   import finetune_report
   finetune_report.write(groups, args, args.out)
   print(f"wrote {args.out}")

@@ -170,3 +170,38 @@ def test_table45_recipes_follow_their_pipelines():
   assert (cfg.total_steps, cfg.global_batch_size, cfg.dataset.crop_size) == (30_000, 16, 513)
   assert not cfg.model.frozen_bn
   make_optimizer(cfg)  # builds
+
+
+@pytest.mark.parametrize("name", ["caffe_sgd", "adam"])
+def test_frozen_modules_never_move_and_the_rest_trains_as_without_freezing(name):
+  """Caffe's lr_mult 0: the frozen module keeps its exact values (no velocity, no weight
+  decay), every other leaf gets the same updates as with nothing frozen (updates are
+  elementwise)."""
+  cfg = base_config()
+  cfg.optim.name = name
+  if name == "adam":
+    cfg.optim.source_loss, cfg.loss.normalization, cfg.optim.weight_decay = "mean", "valid", 0.1
+    cfg.optim.learning_rate = 1e-2  # a step that float32 resolves on the bias 20
+  model = VGG16Seg(num_classes=3, pooling="p", width=0.125, blocks=((8,), (8,)))
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  grads = [jax.tree_util.tree_map(lambda x, k=k: jax.random.normal(jax.random.PRNGKey(k), x.shape),
+                                  params) for k in range(3)]
+
+  def run(frozen):
+    cfg.optim.frozen = frozen
+    tx = make_optimizer(cfg)
+    p, state = params, tx.init(params)
+    for g in grads:
+      updates, state = tx.update(g, state, p)
+      p = jax.tree_util.tree_map(lambda a, b: a + b, p, updates)
+    return p
+
+  free, frozen = run(()), run(("backbone",))
+  jax.tree_util.tree_map(np.testing.assert_array_equal, frozen["backbone"], params["backbone"])
+  jax.tree_util.tree_map(np.testing.assert_array_equal, frozen["classifier"], free["classifier"])
+  moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), free["backbone"],
+                                 params["backbone"])
+  assert all(jax.tree_util.tree_leaves(moved))  # the test would see a frozen module move
+  cfg.optim.frozen = ("backbon",)
+  with pytest.raises(ValueError, match="optim.frozen names \\['backbon'\\]"):
+    make_optimizer(cfg).init(params)

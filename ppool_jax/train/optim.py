@@ -10,6 +10,10 @@
 * ``"sgd"`` / ``"adam"``: optax's (TensorFlow's momentum form), weight decay added to the
   gradient of conv kernels only (as TF DeepLab's regulariser: no biases, BatchNorm or PReLU
   parameters), side branches at ``side_branch_lr_mult`` (DeepLabv3, our own experiments).
+
+``optim.frozen``: top-level parameter modules (``("backbone",)``) that never update, for any
+optimizer -- Caffe's ``lr_mult: 0`` on every blob (a linear probe, a head warm-up). Their
+gradients are dropped before the optimizer: no velocity, no weight decay.
 """
 
 from __future__ import annotations
@@ -62,6 +66,23 @@ def _kernels(params):
 
 
 def make_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  frozen = tuple(cfg.optim.get("frozen", ()) or ())
+  tx = _optimizer(cfg)
+  if not frozen:
+    return tx
+
+  def labels(params):
+    missing = sorted(set(frozen) - set(params))
+    if missing:
+      raise ValueError(f"optim.frozen names {missing}, which the model's parameters lack; "
+                       f"top-level modules: {sorted(params)}.")
+    return {k: jax.tree_util.tree_map(lambda _, f=k in frozen: "frozen" if f else "train", v)
+            for k, v in params.items()}
+
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def _optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
   o = cfg.optim
   if o.name == "caffe_sgd":
     solver = effective_solver(cfg)
