@@ -40,7 +40,8 @@ def hed_weights(runs: str) -> str:
   return out
 
 
-def head_warmup(runs: str, pretrained: str, args, overrides: dict | None = None) -> tuple[str, dict]:
+def head_warmup(runs: str, pretrained: str, args,
+                overrides: dict | None = None) -> tuple[str, dict]:
   """Step 1: trains the classifier on frozen HED features (max pooling); saves HED's convs
   plus that classifier (as ``heads/vgg16_seg``, which ``merge_pretrained`` loads).
   ``overrides``: dotted config fields, for tests."""
@@ -125,8 +126,8 @@ def run_one(pooling, args, pretrained):
 
 
 def run_dir(args, pooling: str) -> str:
-  return os.path.join(args.runs, f"hed_{pooling}_lr{args.lr:g}_head{args.head_steps}_steps{args.steps}"
-                      f"_seed{args.seed}")
+  return os.path.join(args.runs, f"hed_{pooling}_lr{args.lr:g}_head{args.head_steps}"
+                      f"_steps{args.steps}_seed{args.seed}")
 
 
 def fig6(workdir: str, out_png: str):
