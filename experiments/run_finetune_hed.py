@@ -96,8 +96,7 @@ def run_one(pooling, args, pretrained):
   from ppool_jax.data import normalize
   from ppool_jax.train import model_from_config, train
   from ppool_jax.train.inputs import augment_config, sources
-  from ppool_jax.train.loop import predict_with_alpha
-  from ppool_jax.train.loop import NonFiniteTrainingError
+  from ppool_jax.train.loop import NonFiniteTrainingError, predict_with_alpha
   workdir = run_dir(args, pooling)
   path = os.path.join(workdir, "result.json")
   cfg = config(pooling, args.steps, args.crop, args.seed, pretrained, args.lr)
@@ -200,7 +199,7 @@ def main():
               else "") + "`.", "",
            f"1. Head warm-up [ours]: the new 1x1 classifier alone, backbone frozen "
            f"(`optim.frozen=('backbone',)`), max pooling, Adam 3e-3, **{args.head_steps} steps**, "
-           f"seed {args.seed}; every fine-tune starts from it. "
+           f"seed {head['seed']}; every fine-tune starts from it. "
            "Without it a random classifier on HED's features (pool5 RMS 19, max 455) diverged "
            "under the paper's solver: NaN by step 9 at 2e-7 and 5e-8, by step 30 at 1e-8.",
            "2. Fine-tuning from HED convs + that classifier with the paper's recipe "

@@ -278,6 +278,9 @@ def test_training_order_seed_is_separable_from_the_initialisation_seed():
   cfg.dataset.order_seed = 0  # initialisation seed 1, the data of seed 0
   for a, b in zip(labels(cfg), seed0):
     np.testing.assert_array_equal(a, b)
+  cfg.dataset.order_seed = -2
+  with pytest.raises(ValueError, match="dataset.order_seed must be -1"):
+    train_loader(cfg, src, 1)
 
 
 def test_eval_batches_pad_with_ignore():

@@ -31,6 +31,8 @@ def order_seed(cfg: ml_collections.ConfigDict) -> int:
   ``cfg.seed`` when it is -1 (the default). Separating it from the initialisation's seed lets
   an experiment vary one of the two."""
   seed = cfg.dataset.get("order_seed", -1)
+  if seed < -1:
+    raise ValueError(f"dataset.order_seed must be -1 (use the run's seed) or >= 0, got {seed}.")
   return cfg.seed if seed == -1 else seed
 
 
