@@ -243,3 +243,45 @@ class VoidBandTest(parameterized.TestCase):
 
 if __name__ == "__main__":
   pytest.main([__file__])
+
+
+def test_per_class_iou_detail_miou_and_the_band_alias_against_numpy():
+  """iou/<name> and detail_miou against a NumPy count; a class absent from both prediction
+  and ground truth is left out of detail_miou; boundary_band_miou == small_structure_miou."""
+  from ppool_jax.metrics import segmentation_counts, segmentation_scores
+  rng = np.random.default_rng(0)
+  label = rng.integers(0, 4, (2, 16, 16))
+  pred = np.where(rng.random(label.shape) < 0.7, label, rng.integers(0, 4, label.shape))
+  pred[pred == 3], label[label == 3] = 0, 0   # class 3 absent from both: NaN
+  names = ("bg", "a", "b", "c")
+  s = segmentation_scores(segmentation_counts(pred, label, 4), class_names=names,
+                          detail_classes=(1, 3))
+  iou = [((pred == k) & (label == k)).sum() / ((pred == k) | (label == k)).sum()
+         if ((pred == k) | (label == k)).any() else np.nan for k in range(4)]
+  for k, n in enumerate(names):
+    np.testing.assert_equal(s[f"iou/{n}"], iou[k])
+  assert s["detail_miou"] == pytest.approx(iou[1])  # class 3 (NaN) left out
+  assert s["boundary_band_miou"] == s["small_structure_miou"]
+  voc = label.copy()
+  voc[:, 6:8] = 255  # a void band
+  v = segmentation_scores(segmentation_counts(pred, voc, 4, protocol="void_band"))
+  assert np.isfinite(v["trimap_miou_w2"])
+  assert v["boundary_band_miou"] == v["trimap_miou_w2"] == v["small_structure_miou"]
+  with pytest.raises(ValueError, match="3 class names for 4 classes"):
+    segmentation_scores(segmentation_counts(pred, label, 4), class_names=names[:3])
+  with pytest.raises(ValueError, match=r"detail_classes \(4,\) outside \[0, 4\)"):
+    segmentation_scores(segmentation_counts(pred, label, 4), detail_classes=(4,))
+
+
+def test_evaluation_reports_per_class_and_detail_scores_by_name():
+  from ml_collections import ConfigDict
+
+  from ppool_jax.train.inputs import class_names, detail_classes
+  cfg = ConfigDict({"dataset": {"name": "synthetic_detail"}})
+  assert class_names(cfg)[2] == "pole" and detail_classes(cfg) == (2, 4, 5)
+  cfg.dataset.name = "cityscapes"
+  assert [class_names(cfg)[k] for k in detail_classes(cfg)] == ["pole", "traffic sign"]
+  cfg.dataset.name = "voc_aug"
+  assert [class_names(cfg)[k] for k in detail_classes(cfg)] == ["diningtable", "pottedplant"]
+  cfg.dataset.name = "ade20k"
+  assert class_names(cfg)[149] == "class_149" and detail_classes(cfg) == ()

@@ -52,6 +52,10 @@ class DatasetSpec:
   # How boundary metrics are scored (ppool_jax.metrics): "void_band" for VOC, which draws
   # a void band around every object; "label" where labelled classes touch.
   boundary_protocol: str = "label"
+  # Class names (per-class IoU keys; empty: "class_<k>") and the classes ``detail_miou``
+  # averages: the categories the paper names as helped most (§4.2, Fig. 5).
+  class_names: tuple[str, ...] = ()
+  detail_classes: tuple[int, ...] = ()
 
 
 def _require_dir(path: str, what: str) -> str:
@@ -135,11 +139,22 @@ _ADE_MAP[1:151] = np.arange(150)
 _ADE_VALID = np.zeros(256, bool)
 _ADE_VALID[:151] = True
 
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+               "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+               "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+                      "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car",
+                      "truck", "bus", "train", "motorcycle", "bicycle")
+
 DATASETS = {
+    # Detail classes: the paper's 'table' and 'plant' (VOC), 'pole' and 'traffic sign'
+    # (Cityscapes); ADE20K's ('chandelier', 'radiator', 'armchair') need its class list.
     "voc_aug": DatasetSpec("voc_aug", 21, voc_examples, _VOC_MAP, _VOC_VALID,
-                           ("train_aug", "train", "val"), boundary_protocol="void_band"),
+                           ("train_aug", "train", "val"), boundary_protocol="void_band",
+                           class_names=VOC_CLASSES, detail_classes=(11, 16)),
     "cityscapes": DatasetSpec("cityscapes", 19, cityscapes_examples, _CS_MAP, _CS_VALID,
-                              ("train", "val")),
+                              ("train", "val"), class_names=CITYSCAPES_CLASSES,
+                              detail_classes=(5, 7)),
     "ade20k": DatasetSpec("ade20k", 150, ade20k_examples, _ADE_MAP, _ADE_VALID, ("train", "val")),
 }
 

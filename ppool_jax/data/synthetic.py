@@ -16,6 +16,9 @@ Generation is deterministic from ``seed``: sample ``i`` depends only on ``(seed,
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import numpy as np
 
 CLASSES = ("background", "blob", "pole", "texture", "wire", "small_object")
@@ -95,21 +98,54 @@ def generate_sample(seed: int, index: int, size: int = 64) -> tuple[np.ndarray, 
   return (np.clip(img, 0, 1) * 255).astype(np.uint8), label
 
 
-def generate(num: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-  """``num`` samples stacked: images ``(num, size, size, 3) uint8``, labels ``(num, size, size)``."""
+@dataclasses.dataclass(frozen=True)
+class SyntheticSpec:
+  """A procedural dataset: its classes, the classes ``detail_miou`` averages, and
+  ``generate_sample(seed, index, size) -> (image, label)``."""
+  name: str
+  classes: tuple[str, ...]
+  detail_classes: tuple[int, ...]
+  generate_sample: Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _specs() -> dict[str, SyntheticSpec]:
+  from ppool_jax.data import detail
+  return {"synthetic": SyntheticSpec("synthetic", CLASSES, DETAIL_CLASSES, generate_sample),
+          "synthetic_detail": SyntheticSpec("synthetic_detail", detail.CLASSES,
+                                            detail.DETAIL_CLASSES, detail.generate_sample)}
+
+
+SYNTHETIC_NAMES = ("synthetic", "synthetic_detail")
+
+
+def synthetic_spec(name: str) -> SyntheticSpec:
+  specs = _specs()
+  if name not in specs:
+    raise ValueError(f"unknown synthetic dataset {name!r}; choose from {sorted(specs)}.")
+  return specs[name]
+
+
+def generate(num: int, size: int = 64, seed: int = 0,
+             name: str = "synthetic") -> tuple[np.ndarray, np.ndarray]:
+  """``num`` samples of dataset ``name`` stacked: images ``(num, size, size, 3) uint8``,
+  labels ``(num, size, size) uint8``."""
   if num < 1:
-    raise ValueError(f"synthetic: num must be >= 1, got {num}.")
-  pairs = [generate_sample(seed, i, size) for i in range(num)]
+    raise ValueError(f"{name}: num must be >= 1, got {num}.")
+  sample = synthetic_spec(name).generate_sample
+  pairs = [sample(seed, i, size) for i in range(num)]
   return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 class SyntheticSource:
   """Random-access source of synthetic samples (``len`` and ``[i]`` -> dict with
-  ``image`` and ``label``), the same interface as ``tfds.data_source``."""
+  ``image`` and ``label``), the same interface as ``tfds.data_source``. ``name`` selects
+  the generator: ``"synthetic"`` (this module) or ``"synthetic_detail"``
+  (``ppool_jax.data.detail``)."""
 
-  def __init__(self, num: int, size: int = 64, seed: int = 0):
-    self.images, self.labels = generate(num, size, seed)
-    self.num_classes = NUM_CLASSES
+  def __init__(self, num: int, size: int = 64, seed: int = 0, name: str = "synthetic"):
+    self.spec = synthetic_spec(name)
+    self.images, self.labels = generate(num, size, seed, name)
+    self.num_classes = len(self.spec.classes)
 
   def __len__(self):
     return len(self.images)

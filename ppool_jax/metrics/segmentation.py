@@ -231,12 +231,21 @@ def segmentation_counts(pred: jax.Array, label: jax.Array, num_classes: int, *,
   return counts
 
 
-def segmentation_scores(counts: dict, band: int = 2) -> dict[str, float | np.ndarray]:
-  """Scores from accumulated ``segmentation_counts`` (either protocol); ``band`` names the
-  void-band trimap reported as ``small_structure_miou`` (the counts' ``band``).
+def segmentation_scores(counts: dict, band: int = 2, class_names: tuple[str, ...] | None = None,
+                        detail_classes: tuple[int, ...] = ()) -> dict[str, float | np.ndarray]:
+  """Scores from accumulated ``segmentation_counts`` (either protocol).
+
+  ``boundary_band_miou`` is the mIoU over the pixels within ``band`` px of a ground-truth
+  boundary (``"label"``) or of the void band (``"void_band"``, where it is
+  ``trimap_miou_w{band}``); ``small_structure_miou`` is its old name, kept as an alias
+  (deprecated: the band holds every class's boundary pixels, not small structures).
+  ``class_names`` adds each class's IoU as ``iou/<name>``; ``detail_classes`` adds
+  ``detail_miou``, the mean IoU of those classes (a class absent from both ground truth and
+  prediction is left out, as in ``miou``).
 
   Raises:
-    ValueError: some prediction was outside ``[0, K)`` (counted under ``jit``).
+    ValueError: some prediction was outside ``[0, K)`` (counted under ``jit``), or
+      ``class_names`` / ``detail_classes`` do not fit the K classes of the counts.
   """
   bad = int(np.asarray(counts.get("invalid_predictions", 0)))
   if bad:
@@ -244,11 +253,21 @@ def segmentation_scores(counts: dict, band: int = 2) -> dict[str, float | np.nda
                      "predictions must be argmax over the K class logits.")
   scores = confusion_scores(counts["confusion"])
   if "trimap_confusion" in counts:
-    scores["small_structure_miou"] = confusion_scores(counts["trimap_confusion"])["miou"]
+    scores["boundary_band_miou"] = confusion_scores(counts["trimap_confusion"])["miou"]
   else:
     for key in sorted(k for k in counts if k.startswith("trimap_confusion_w")):
       scores[f"trimap_miou_{key.rsplit('_', 1)[1]}"] = confusion_scores(counts[key])["miou"]
-    scores["small_structure_miou"] = scores[f"trimap_miou_w{band}"]
+    scores["boundary_band_miou"] = scores[f"trimap_miou_w{band}"]
+  scores["small_structure_miou"] = scores["boundary_band_miou"]
   scores.update(boundary_scores(counts["boundary"]))
+  iou = scores["per_class_iou"]
+  if class_names is not None:
+    if len(class_names) != len(iou):
+      raise ValueError(f"{len(class_names)} class names for {len(iou)} classes.")
+    scores.update({f"iou/{n}": float(v) for n, v in zip(class_names, iou)})
+  if detail_classes:
+    if not all(0 <= k < len(iou) for k in detail_classes):
+      raise ValueError(f"detail_classes {tuple(detail_classes)} outside [0, {len(iou)}).")
+    d = iou[list(detail_classes)]
+    scores["detail_miou"] = float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
   return scores
-

@@ -8,7 +8,7 @@ import ml_collections
 
 from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource, TrainLoader
 from ppool_jax.data.folders import get_spec
-from ppool_jax.data.synthetic import NUM_CLASSES as SYNTHETIC_CLASSES
+from ppool_jax.data.synthetic import SYNTHETIC_NAMES, synthetic_spec
 
 
 class MissingDataError(FileNotFoundError):
@@ -16,14 +16,28 @@ class MissingDataError(FileNotFoundError):
 
 
 def num_classes(cfg: ml_collections.ConfigDict) -> int:
-  d = cfg.dataset
-  return SYNTHETIC_CLASSES if d.name == "synthetic" else get_spec(d.name).num_classes
+  return len(class_names(cfg))
+
+
+def class_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The dataset's class names (``class_<k>`` where the dataset names none)."""
+  name = cfg.dataset.name
+  if name in SYNTHETIC_NAMES:
+    return synthetic_spec(name).classes
+  spec = get_spec(name)
+  return spec.class_names or tuple(f"class_{k}" for k in range(spec.num_classes))
+
+
+def detail_classes(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The classes ``detail_miou`` averages (empty: not reported)."""
+  name = cfg.dataset.name
+  return (synthetic_spec(name) if name in SYNTHETIC_NAMES else get_spec(name)).detail_classes
 
 
 def boundary_protocol(cfg: ml_collections.ConfigDict) -> str:
   """The dataset's boundary-metric protocol ("void_band" for VOC, else "label")."""
   d = cfg.dataset
-  return "label" if d.name == "synthetic" else get_spec(d.name).boundary_protocol
+  return "label" if d.name in SYNTHETIC_NAMES else get_spec(d.name).boundary_protocol
 
 
 def order_seed(cfg: ml_collections.ConfigDict) -> int:
@@ -71,10 +85,11 @@ def _check_root(d) -> None:
 def sources(cfg: ml_collections.ConfigDict):
   """(train_source, eval_source) for the config's dataset."""
   d = cfg.dataset
-  if d.name == "synthetic":
-    train = SyntheticSource(d.synthetic_train, d.synthetic_size, d.synthetic_seed)
+  if d.name in SYNTHETIC_NAMES:
+    train = SyntheticSource(d.synthetic_train, d.synthetic_size, d.synthetic_seed, d.name)
     # A disjoint seed: evaluation scenes are never seen in training.
-    evaluation = SyntheticSource(d.synthetic_eval, d.synthetic_size, d.synthetic_seed + 10_000)
+    evaluation = SyntheticSource(d.synthetic_eval, d.synthetic_size, d.synthetic_seed + 10_000,
+                                 d.name)
     return train, evaluation
   _check_root(d)
   if d.reader == "folder":
