@@ -295,3 +295,37 @@ def test_vgg16_seg_side_branch_share_of_parameters():
 
 if __name__ == "__main__":
   pytest.main([__file__])
+
+
+def test_fixed_alpha_is_a_constant_not_a_parameter():
+  x = jax.nn.relu(jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3)))
+  pool = make_pool("p_fixed", (2, 2), (2, 2), "VALID", init_alpha=2.0, learn=False, per="layer",
+                   clip_max=None)
+  variables = pool.init(jax.random.PRNGKey(1), x)
+  assert not variables.get("params")
+  from ppool_jax.ops import p_pool
+  np.testing.assert_allclose(pool.apply(variables, x), p_pool(x, 2.0, (2, 2), (2, 2)), rtol=1e-6)
+  with pytest.raises(ValueError, match="init_alpha must be finite and >= 0"):
+    make_pool("p_fixed", (2, 2), (2, 2), init_alpha=-1.0, learn=False).init(
+        jax.random.PRNGKey(1), x)
+
+
+def test_log_alpha_branch_starts_like_the_linear_one_with_alpha_times_the_gradient():
+  """alpha_param="log": initial alpha within 1 % of the linear branch's (same keys); the bias
+  gradient is sum(alpha * dL/dalpha) (chain rule through exp), i.e. ~20x the linear one."""
+  x = jax.nn.relu(jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 3)))
+  loss = lambda m, v: jnp.sum(m.apply(v, x) ** 2)
+  lin = PPool((2, 2), (2, 2), "VALID")
+  log = PPool((2, 2), (2, 2), "VALID", alpha_param="log")
+  v_lin, v_log = lin.init(jax.random.PRNGKey(1), x), log.init(jax.random.PRNGKey(1), x)
+  a_lin = lin.apply(v_lin, x, mutable=["intermediates"])[1]["intermediates"]["alpha"][0]
+  a_log = log.apply(v_log, x, mutable=["intermediates"])[1]["intermediates"]["alpha"][0]
+  np.testing.assert_allclose(a_log, a_lin, rtol=1e-2)
+  assert float(jnp.std(a_lin)) > 0
+  zero = {"perturbations": {"alpha": jnp.zeros_like(a_log),
+                            "alpha_raw": jnp.zeros_like(a_log)}}
+  g_alpha = jax.grad(lambda p: loss(log, {**v_log, **p}))(zero)["perturbations"]["alpha"]
+  g_bias = jax.grad(lambda v: loss(log, v))(v_log)["params"]["side_branch"]["conv_alpha"]["bias"]
+  np.testing.assert_allclose(g_bias, jnp.sum(a_log * g_alpha, axis=(0, 1, 2)), rtol=1e-4)
+  with pytest.raises(ValueError, match="alpha_param must be 'linear' or 'log'"):
+    PPool((2, 2), (2, 2), alpha_param="exp").init(jax.random.PRNGKey(1), x)

@@ -77,6 +77,10 @@ class PPool(_Pool):
       gradient): the same branch input whatever the scale of the activations.
     shift: Eq. 2 for inputs that may be negative: ``"map"`` (or ``True``, the paper's
       feature-map minimum) or ``"window"`` (each window's minimum); see ``p_pool``.
+    alpha_param: ``"linear"`` (paper: alpha = clip(branch output)) or ``"log"`` (alpha =
+      exp(clip(branch output, log alpha_min, log C)), the branch starting at
+      ``log(bias_init)``): an additive step of the branch then scales alpha, so its gradient
+      is ``alpha`` times larger at the same loss gradient (an option, not the paper's).
 
   At initialisation alpha is ``bias_init`` plus a small perturbation (the last conv's
   kernel starts at stddev 1e-3), within ``[19, 21]`` for inputs in ``[0, 1]``. For
@@ -97,14 +101,33 @@ class PPool(_Pool):
   input_scale: float = 100.0
   input_norm: str | None = None
   shift: bool | str = False
+  alpha_param: str = "linear"
 
   @nn.compact
   def __call__(self, x):
-    raw = SideBranch(self.window_shape, self.strides, self.padding, bias_init=self.bias_init,
+    if self.alpha_param not in ("linear", "log"):
+      raise ValueError(f"PPool: alpha_param must be 'linear' or 'log', got {self.alpha_param!r}.")
+    log = self.alpha_param == "log"
+    if log and not self.bias_init > 0:
+      raise ValueError(f"PPool: alpha_param='log' needs bias_init > 0, got {self.bias_init}.")
+    # In log space the branch starts at log(bias_init) with its kernel scaled so that the
+    # initial alpha spread matches the linear branch's (alpha ~ b exp(d / b) ~ b + d).
+    raw = SideBranch(self.window_shape, self.strides, self.padding,
+                     bias_init=math.log(self.bias_init) if log else self.bias_init,
                      input_scale=self.input_scale, input_norm=self.input_norm,
+                     out_kernel_stddev=1e-3 / self.bias_init if log else 1e-3,
                      name=SIDE_BRANCH)(
                          x.astype(jnp.promote_types(x.dtype, jnp.float32)))
-    alpha = jnp.clip(raw, self.alpha_min, self.clip_max)
+    if not self.is_initializing():
+      raw = self.perturb("alpha_raw", raw)
+    lo = math.log(self.alpha_min) if log else self.alpha_min
+    hi = self.clip_max if self.clip_max is None or not log else math.log(self.clip_max)
+    if log and hi is None:
+      hi = 80.0  # exp(80) ~ 5.5e34: max pooling to float32 precision, and finite
+    clipped = jnp.clip(raw, lo, hi)
+    alpha = jnp.exp(clipped) if log else clipped
+    self.sow("intermediates", "alpha_raw", raw)
+    self.sow("intermediates", "clipped", (clipped != raw).astype(jnp.float32))
     self.sow("intermediates", "alpha", alpha)
     if not self.is_initializing():
       alpha = self.perturb("alpha", alpha)
@@ -112,19 +135,27 @@ class PPool(_Pool):
 
 
 class PFixedPool(_Pool):
-  """P-pooling with a learned alpha per layer (``per="layer"``) or per channel, no side branch."""
+  """P-pooling with one alpha per layer (``per="layer"``) or per channel, no side branch:
+  a parameter initialised to ``init_alpha`` (``learn=True``), or the constant ``init_alpha``
+  (``learn=False``: a fixed pooling between average (0) and max (large) pooling)."""
   per: str = "channel"
   init_alpha: float = 20.0
   clip_max: float | None = 35.0
   alpha_min: float = 1e-4
   shift: bool | str = False
+  learn: bool = True
 
   @nn.compact
   def __call__(self, x):
     if self.per not in ("layer", "channel"):
       raise ValueError(f"PFixedPool: per must be 'layer' or 'channel', got {self.per!r}.")
+    if not (self.init_alpha >= 0 and math.isfinite(self.init_alpha)):
+      raise ValueError(f"PFixedPool: init_alpha must be finite and >= 0, got {self.init_alpha}.")
     shape = () if self.per == "layer" else (x.shape[-1],)
-    alpha = self.param("alpha", nn.initializers.constant(self.init_alpha), shape)
+    if self.learn:
+      alpha = self.param("alpha", nn.initializers.constant(self.init_alpha), shape)
+    else:
+      alpha = jnp.full(shape, self.init_alpha, jnp.float32)
     alpha = jnp.clip(alpha, self.alpha_min, self.clip_max)
     self.sow("intermediates", "alpha", alpha)
     if not self.is_initializing():

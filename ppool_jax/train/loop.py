@@ -7,6 +7,7 @@ import os
 import time
 from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -18,9 +19,11 @@ from ppool_jax import convert
 from ppool_jax.data import eval_batches
 from ppool_jax.metrics import segmentation_scores
 from ppool_jax.models import build_model
+from ppool_jax.nn.side_branch import SIDE_BRANCH
 from ppool_jax.train.checkpoints import Checkpoints
-from ppool_jax.train.inputs import (augment_config, boundary_protocol, num_classes, sources,
-                                    train_loader)
+from ppool_jax.train.diagnostics import side_branch_drift, side_branch_params
+from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_names,
+                                    detail_classes, num_classes, sources, train_loader)
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
 from ppool_jax.train.steps import AXIS, TrainState
@@ -86,6 +89,28 @@ def init_state(cfg, model, tx, image_shape) -> TrainState:
                     nonfinite=jnp.zeros((), jnp.int32))
 
 
+def _side_branch_tree(params):
+  """``params`` pruned to the P-pooling side branches (device arrays stay on device)."""
+  flat = flax.traverse_util.flatten_dict(dict(params))
+  return flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if SIDE_BRANCH in k})
+
+
+def _initial_side_branch(workdir: str, state: TrainState, start: int) -> dict:
+  """The side branches' parameters at step 0 (``side_branch_init.npz`` in the workdir, written
+  by a fresh run and read back on resume), against which their drift is logged."""
+  path = os.path.join(workdir, "side_branch_init.npz")
+  if os.path.exists(path):
+    with np.load(path) as f:
+      return dict(f)
+  if start:
+    return {}  # a run from before this file existed: no drift (the initial values are gone)
+  init = {k: np.asarray(v) for k, v in side_branch_params(jax.device_get(state.params)).items()}
+  if init and jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    np.savez(path, **init)
+  return init
+
+
 def predict_with_alpha(model, state: TrainState, images) -> tuple[jax.Array, dict]:
   """Eval-mode logits and the alpha map every P-pooling layer of the backbone sowed
   (``{layer name: (B, h, w, C)}``; empty for models without P-pooling)."""
@@ -102,7 +127,8 @@ def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
                             limit=limit):
     counts = runner.eval_counts(rstate, batch)
     totals = counts if totals is None else jax.tree_util.tree_map(np.add, totals, counts)
-  return segmentation_scores(totals)
+  return segmentation_scores(totals, class_names=class_names(cfg),
+                             detail_classes=detail_classes(cfg))
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict]:
@@ -126,6 +152,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
                        diagnostics=cfg.get("alpha_diagnostics", True))
   rstate = runner.place(state)
   writer = MetricWriter(workdir, enabled=process == 0)
+  drift_from = _initial_side_branch(workdir, state, start) if cfg.get(
+      "alpha_diagnostics", True) else {}
   bar = tqdm(total=cfg.total_steps, initial=start, disable=process != 0 or not cfg.progress_bar,
              desc="train", unit="step", dynamic_ncols=True)
   scores: dict = {}
@@ -147,11 +175,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
               "learning rate or check the data.")
       bar.update(1)
       bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-      if done % cfg.log_every == 0 or done == cfg.total_steps:
+      # Step 1 too: its forward pass (loss, alpha statistics) is the initial state's.
+      if done % cfg.log_every == 0 or done == cfg.total_steps or done == 1:
         rate = (done - s0) / (time.perf_counter() - t0)
+        drift = side_branch_drift(side_branch_params(runner.to_host(
+            _side_branch_tree(rstate.params))), drift_from) if drift_from else {}
         writer.write(done, "train", {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
                                      "steps_per_second": rate, "skipped_updates": skipped,
-                                     **{k: v for k, v in metrics.items() if k.startswith("alpha/")}})
+                                     **{k: v for k, v in metrics.items() if k.startswith("alpha/")},
+                                     **drift})
       if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
         ckpts.save(done, runner.to_host(rstate))
       if done % cfg.eval_every == 0 or done == cfg.total_steps:
@@ -159,7 +191,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
         writer.write(done, "eval", scores)
         if process == 0:
           bar.write(f"step {done}: " + ", ".join(
-              f"{k}={v:.4f}" for k, v in scores.items() if np.ndim(v) == 0))
+              f"{k}={v:.4f}" for k, v in scores.items()
+              if np.ndim(v) == 0 and not k.startswith("iou/")))
   finally:
     bar.close()
     ckpts.close()

@@ -116,7 +116,7 @@ def make_train_step(model, tx, normalization: str = "valid", axis_name: str | No
     )
     metrics = {"loss": loss, "finite": finite, "grad_norm": optax.tree.norm(grads),
                "nonfinite": new_state.nonfinite,
-               **alpha_stats(inter, alpha_grads, new_state.params, axis_name)}
+               **alpha_stats(inter, alpha_grads, state.params, axis_name)}
     return new_state, metrics
 
   return train_step
