@@ -1,7 +1,6 @@
-"""Writes experiments/results/finetune_table.md and its plots (see run_finetune_table.py).
+"""Writes experiments/results/finetune_table.md and its figures (see run_finetune_table.py).
 
-A hand-written "## Analysis" section at the end of an existing report survives
-regeneration.
+A hand-written "## Analysis" section at the end of an existing report survives regeneration.
 """
 
 from __future__ import annotations
@@ -12,180 +11,268 @@ import platform
 
 import numpy as np
 
-from run_finetune_table import KEYS, alpha_log
+import runner
+
+SCORES = (("miou", "mIoU"), ("detail_miou", "detail mIoU"), ("boundary_f", "boundary F"),
+          ("boundary_band_miou", "boundary-band mIoU"), ("iou/pole", "pole"),
+          ("iou/wire", "wire"), ("iou/small_object", "small object"))
+PAIRED = SCORES[:3] + SCORES[4:]
+ALPHA_OF = {"avg": 0.0, "fixed alpha 1": 1.0, "fixed alpha 2": 2.0, "fixed alpha 5": 5.0,
+            "fixed alpha 10": 10.0}
 
 
-def _fmt(values):
-  v = 100 * np.asarray(values)
-  return f"{v.mean():.1f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.1f}"
+def _cell(rows, key):
+  m, s, n = runner.summary([100 * r.get(key, float("nan")) for r in rows])
+  return "–" if not n else f"{m:.1f} ± {s:.1f}"
 
 
-def _score_table(rows_by_name, extra_header=""):
-  lines = [f"| {extra_header or 'method'} | n | mIoU | boundary F | small-structure mIoU |",
-           "|---|---|---|---|---|"]
-  for name, rows in rows_by_name.items():
-    if not rows:
-      lines.append(f"| {name} | 0 | not run (compute budget) | | |")
-      continue
-    lines.append(f"| {name} | {len(rows)} | " + " | ".join(_fmt([r[k] for r in rows]) for k in KEYS)
+def machine() -> str:
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{cpu}, {os.cpu_count()} cores, no GPU"
+
+
+def main_table(groups):
+  lines = ["| method | n | " + " | ".join(h for _, h in SCORES) + " |",
+           "|---|---|" + "---|" * len(SCORES)]
+  for name, rows in groups.items():
+    div = sum(1 for r in rows if r.get("diverged"))
+    label = name + (f" ({div} diverged)" if div else "")
+    lines.append(f"| {label} | {len(rows) - div} | " + " | ".join(_cell(rows, k) for k, _ in SCORES)
                  + " |")
   return lines
 
 
-def _paired_table(groups, reference="max"):
-  """Per-seed differences to the reference method (same seed: same classifier initialisation
-  and data order), mean ± sample std and how many seeds the method is ahead."""
-  ref = {r["seed"]: r for r in groups["main"][reference]}
-  lines = [f"| method − {reference} | n | mIoU | boundary F | small-structure mIoU |",
+def paired_table(groups, reference):
+  lines = [f"| method − {reference} | n | " + " | ".join(h for _, h in PAIRED) + " |",
+           "|---|---|" + "---|" * len(PAIRED)]
+  for name, rows in groups.items():
+    if name == reference:
+      continue
+    cells, n = [], 0
+    for key, _ in PAIRED:
+      p = runner.paired(rows, groups[reference], key)
+      n = max(n, p["n"])
+      interval = (f" [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]" if np.isfinite(p["lo"])
+                  else "")
+      cells.append(f"{100 * p['mean']:+.1f}{interval} ({p['ahead']}/{p['n']})")
+    lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _curve_table(groups):
+  """Plateau check: mean mIoU at 50 %, 75 % and 100 % of the steps."""
+  lines = ["| method | mIoU at 50 % | 75 % | 100 % of the steps | change over the last quarter |",
            "|---|---|---|---|---|"]
-  for name, rows in {**groups["main"], **groups["control"]}.items():
-    pairs = [(r, ref[r["seed"]]) for r in rows if r["seed"] in ref and name != reference]
-    if not pairs:
+  for name, rows in groups.items():
+    at = {}
+    for r in rows:
+      if r.get("diverged"):
+        continue
+      curve = dict(runner.metrics_log(r["workdir"], "eval").get("miou", []))
+      steps = sorted(curve)
+      if not steps:
+        continue
+      for frac in (0.5, 0.75, 1.0):
+        s = min(steps, key=lambda x: abs(x - frac * steps[-1]))
+        at.setdefault(frac, []).append(100 * curve[s])
+    if at:
+      m = {f: np.mean(v) for f, v in at.items()}
+      lines.append(f"| {name} | {m[0.5]:.1f} | {m[0.75]:.1f} | {m[1.0]:.1f} | "
+                   f"{m[1.0] - m[0.75]:+.1f} |")
+  return lines
+
+
+def alpha_table(rows):
+  """Per layer, over the P runs' seeds (mean): the initial state (step 1's forward pass) and
+  the end of training, the side branch's relative drift, per-position change on eval images."""
+  per_layer: dict = {}
+  for r in rows:
+    if r.get("diverged"):
       continue
-    cells = []
-    for k in KEYS:
-      d = 100 * np.asarray([a[k] - b[k] for a, b in pairs])
-      spread = f" ± {d.std(ddof=1):.1f}" if len(d) > 1 else ""
-      cells.append(f"{d.mean():+.1f}{spread} (ahead {int(np.sum(d > 0))}/{len(d)})")
-    lines.append(f"| {name} | {len(pairs)} | " + " | ".join(cells) + " |")
+    log = runner.metrics_log(r["workdir"])
+    for metric, series in log.items():
+      if not metric.startswith("alpha/"):
+        continue
+      layer, stat = metric[len("alpha/backbone/"):].split("/", 1)
+      per_layer.setdefault(layer, {}).setdefault(stat, []).append((series[0][1], series[-1][1]))
+    for layer, ch in r.get("alpha_change", {}).items():
+      for k, v in ch.items():
+        per_layer.setdefault(layer, {}).setdefault("eval/" + k, []).append((v, v))
+  lines = ["| layer | alpha mean step 0 → end | frac < 10 step 0 → end | frac clipped end | "
+           "mean abs dL/d(branch output) step 0 → end | drift end: bias / 1x1 kernel / window "
+           "kernel / PReLU | eval images: mean abs Δalpha (p99) |", "|---|---|---|---|---|---|---|"]
+  for layer, st in sorted(per_layer.items()):
+    f = lambda k, i: float(np.mean([v[i] for v in st[k]])) if k in st else float("nan")
+    drift = " / ".join(f"{f('drift/' + k, 1):.1e}" for k in (
+        "conv_alpha/bias", "conv_alpha/kernel", "conv_window/kernel", "prelu/slope"))
+    lines.append(
+        f"| {layer} | {f('mean', 0):.2f} → {f('mean', 1):.2f} | {f('frac_below_10', 0):.3f} → "
+        f"{f('frac_below_10', 1):.3f} | {f('frac_clipped', 1):.3f} | "
+        f"{f('mean_abs_grad_raw', 0):.1e} → {f('mean_abs_grad_raw', 1):.1e} | {drift} | "
+        f"{f('eval/mean_abs_change', 0):.3f} ({f('eval/p99_abs_change', 0):.2f}) |")
   return lines
 
 
-def _first_last(series):
-  return series[0][1], series[-1][1]
-
-
-def _alpha_table(row):
-  log = alpha_log(row["workdir"])
-  lines = ["| layer | bias start → end (drift) | alpha mean start → end | alpha std end | "
-           "frac < 10 end | mean abs dL/dalpha start → end |", "|---|---|---|---|---|---|"]
-  for layer, s in sorted(log.items()):
-    b0, b1 = _first_last(s["bias"])
-    m0, m1 = _first_last(s["mean"])
-    g0, g1 = _first_last(s["mean_abs_grad"])
-    lines.append(f"| {layer.replace('backbone/', '')} | {b0:.3f} → {b1:.3f} ({b1 - b0:+.3f}) | "
-                 f"{m0:.2f} → {m1:.2f} | {s['std'][-1][1]:.2f} | {s['frac_below_10'][-1][1]:.3f} | "
-                 f"{g0:.1e} → {g1:.1e} |")
-  return lines
-
-
-def _study_table(groups):
-  rows = groups["study"]
-  seeds = " / ".join(str(r["seed"]) for r in next(iter(rows.values()), []))
-  lines = [f"Scores per seed ({seeds}), paired: compare rows within a seed. Alpha columns: the "
-           "first seed.", "",
-           "| variant (P-pooling everywhere) | mIoU | boundary F | small-structure mIoU | "
-           "final alpha mean per stage | frac < 10 per stage | bias drift per stage |",
-           "|---|---|---|---|---|---|---|"]
-  for name, rs in rows.items():
-    if not rs:
-      continue
-    log = alpha_log(rs[0]["workdir"])
-    layers = sorted(log)
-    mean = " / ".join(f"{log[l]['mean'][-1][1]:.1f}" for l in layers)
-    low = " / ".join(f"{log[l]['frac_below_10'][-1][1]:.2f}" for l in layers)
-    drift = " / ".join(f"{log[l]['bias'][-1][1] - log[l]['bias'][0][1]:+.2f}" for l in layers)
-    lines.append(f"| {name} | " + " | ".join(" / ".join(f"{100 * r[k]:.1f}" for r in rs)
-                                             for k in KEYS)
-                 + f" | {mean} | {low} | {drift} |")
-  return lines
-
-
-def _plots(groups, out_png):
+def _plots(groups, out):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  rows = {**groups["main"], **groups["control"]}
-  names = list(rows)
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-  for ax, k in zip(axes, KEYS):
-    vals = [100 * np.asarray([r[k] for r in rows[n]]) for n in names]
-    ax.bar(range(len(names)), [v.mean() for v in vals],
-           yerr=[v.std(ddof=1) if len(v) > 1 else 0 for v in vals], capsize=3,
-           color=["C3" if n.startswith("P") else "C0" for n in names])
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-    ax.set_title(k, fontsize=9)
-    ax.set_ylim(max(0, min(v.mean() for v in vals) - 10), None)
-  fig.savefig(out_png, dpi=90, bbox_inches="tight")
-  plt.close(fig)
-  names = {"bias 20 (paper)": "bias 20, x100, C = 35 (paper)", "bias 10": "bias 10",
-           "bias 5": "bias 5"}
-  runs = {label: groups["study"][n][0] for label, n in names.items() if groups["study"].get(n)}
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-  for i, (label, row) in enumerate(runs.items()):
-    for j, (layer, s) in enumerate(sorted(alpha_log(row["workdir"]).items())):
-      kw = dict(color=f"C{i}", alpha=0.4 + 0.15 * j, label=label if j == 3 else None)
-      steps = [t for t, _ in s["mean"]]
-      axes[0].plot(steps, [v - s["bias"][0][1] for _, v in s["bias"]], **kw)
-      axes[1].plot(steps, [v for _, v in s["mean"]], **kw)
-      axes[2].plot(steps, [v for _, v in s["mean_abs_grad"]], **kw)
-  for ax, title in zip(axes, ("side-branch bias drift", "alpha mean", "mean |dL/dalpha|")):
-    ax.set_title(title + " (pool1 light → pool4 dark)", fontsize=9)
-    ax.set_xlabel("step")
-  axes[2].set_yscale("log")
-  axes[0].legend(fontsize=7)
-  fig.savefig(out_png.replace(".png", "_alpha.png"), dpi=90, bbox_inches="tight")
+  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+  xs = sorted(ALPHA_OF.items(), key=lambda kv: kv[1])
+  pos = list(range(len(xs))) + [len(xs)]
+  for ax, (key, title) in zip(axes[:2], (("miou", "mIoU"), ("detail_miou", "detail mIoU"))):
+    labels = [k for k, _ in xs] + ["max"]
+    stats = [runner.summary([100 * r.get(key, np.nan) for r in groups.get(k, [])]) for k in labels]
+    ax.errorbar(pos, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
+                label="fixed pooling (avg = alpha 0, max = alpha inf)")
+    for name, style in (("P (bias 20)", "--"), ("P (bias 5)", ":"), ("P (log alpha)", "-.")):
+      if groups.get(name):
+        ax.axhline(runner.summary([100 * r.get(key, np.nan) for r in groups[name]])[0],
+                   ls=style, color="C3" if "20" in name else "C2", label=name)
+    ax.set_xticks(pos, [str(a) for _, a in xs] + ["inf"])
+    ax.set_xlabel("alpha")
+    ax.set_title(f"{title} vs fixed alpha (mean ± std over seeds)")
+    ax.legend(fontsize=7)
+  ax = axes[2]
+  for i, (name, rows) in enumerate(groups.items()):
+    curves = [dict(runner.metrics_log(r["workdir"], "eval").get("miou", [])) for r in rows
+              if not r.get("diverged")]
+    if curves:
+      steps = sorted(set.intersection(*(set(c) for c in curves)))
+      ax.plot(steps, [100 * np.mean([c[s] for c in curves]) for s in steps], label=name,
+              color=f"C{i % 10}", ls="-" if i < 10 else "--")
+  ax.set_xlabel("fine-tuning step")
+  ax.set_title("evaluation mIoU during fine-tuning (mean over seeds)")
+  ax.legend(fontsize=6)
+  fig.tight_layout()
+  fig.savefig(out.replace(".md", ".png"), dpi=80)
   plt.close(fig)
 
 
-def write(groups, args, out_md):
-  import finetune_synthetic as cfgmod
-  out_png = out_md.replace(".md", ".png")
-  _plots(groups, out_png)
-  pre_path = os.path.join(args.runs, "pretrain_max", "result.json")
-  pre = json.load(open(pre_path)) if os.path.exists(pre_path) else {}
-  p0 = groups["main"]["P-pooling"][0]
-  secs = [r.get("seconds", 0) for g in groups.values() for rs in g.values() for r in rs]
+def _alpha_figure(groups, out):
+  """Alpha at step 0, at the end, and their difference (mean over channels) on one eval image,
+  for the first seed of each P-pooling variant."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  runs = [(n, rows[0]) for n, rows in groups.items() if n.startswith("P") and rows
+          and os.path.exists(os.path.join(rows[0]["workdir"], "alpha_maps.npz"))]
+  if not runs:
+    return False
+  layers = sorted({k.split("/", 1)[1] for k in np.load(os.path.join(
+      runs[0][1]["workdir"], "alpha_maps.npz")).files if k.startswith("start/")})
+  fig, axes = plt.subplots(len(runs) * 3, len(layers) + 1, figsize=(3 * (len(layers) + 1),
+                                                                  2.6 * 3 * len(runs)),
+                           squeeze=False)
+  for i, (name, row) in enumerate(runs):
+    with np.load(os.path.join(row["workdir"], "alpha_maps.npz")) as f:
+      image = f["images"][0]
+      maps = {w: [f[f"{w}/{l}"][0].mean(-1) for l in layers] for w in ("start", "end")}
+    for j, what in enumerate(("start", "end", "change")):
+      ax = axes[3 * i + j, 0]
+      ax.imshow(np.clip((image[..., ::-1] + 120) / 255, 0, 1))
+      ax.set_title(f"{name}, seed {row['seed']}: {what}", fontsize=7)
+      for k, layer in enumerate(layers):
+        m = (maps["end"][k] - maps["start"][k]) if what == "change" else maps[what][k]
+        im = axes[3 * i + j, k + 1].imshow(m, cmap="coolwarm" if what == "change" else "viridis")
+        axes[3 * i + j, k + 1].set_title(f"{layer}: {what} (channel mean)", fontsize=7)
+        fig.colorbar(im, ax=axes[3 * i + j, k + 1], fraction=0.046)
+  for ax in axes.flat:
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(out.replace(".md", "_alpha.png"), dpi=70)
+  plt.close(fig)
+  return True
+
+
+def preserved_analysis(out):
+  if not os.path.exists(out):
+    return "## Analysis\n\n(to be written from the tables above)\n"
+  text = open(out).read()
+  i = text.find("## Analysis")
+  return text[i:] if i >= 0 else "## Analysis\n\n(to be written from the tables above)\n"
+
+
+def write(groups, args, out, pretrained: str):
+  import finetune_detail
+  from ppool_jax.train.optim import effective_solver
+  first = next(r for rows in groups.values() for r in rows)
+  cfg = finetune_detail.get_config()
+  if args.steps:
+    cfg.total_steps = args.steps
+  solver = effective_solver(cfg)
+  with open(os.path.join(pretrained, "result.json")) as f:
+    pre = json.load(f)
+  mean_lr = solver.base_lr
+  paper_mean_lr = 2e-7 * 321 * 321 * 10
   lines = [
-      "# Fine-tuning protocol on synthetic detail data (issue #13)", "",
+      "# Fine-tuning experiment on synthetic detail data (issue #19)", "",
       "**Synthetic data, small network, CPU: not a reproduction of the paper's numbers.**", "",
-      f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (the project's 2-core AMD EPYC "
-      "VM), no GPU. "
-      f"Pretraining: the 4-stage VGG-style net (`experiments/configs/finetune_synthetic.py`, "
-      f"channels {cfgmod.BLOCKS}, last pooling 3x3 stride 1, output stride 8) with max pooling, "
-      f"Adam 2e-3 poly, {pre.get('steps', '?')} steps, batch 16, 96 px crops, Caffe "
-      "preprocessing; its eval scores: "
-      + (", ".join(f"{k} {100 * pre[k]:.1f}" for k in KEYS if k in pre) or "n/a") + ". "
-      f"Fine-tuning: conv weights loaded, classifier and pooling parameters new, "
-      f"**{p0['steps']} steps** of the paper's recipe (Caffe SGD on the summed loss mapped "
-      f"exactly, lr {cfgmod.get_config().optim.learning_rate:g} — the paper's 2e-7 made average "
-      "pooling diverge by step 10 on this net —, momentum 0.9, weight decay 5e-4 mapped, x0.1 "
-      "at 60 % of the steps, "
-      "side branches x3, biases lr x2 without decay, side-branch bias 20, x100 input, C = 35), "
-      "batch 16, 96 px crops (pool4 sees 12x12), 2,000 training / 100 held-out scenes. "
-      f"Seeds change the new layers' initialisation and the data order. Mean ± sample std over "
-      f"n seeds, in %. Total CPU time {sum(secs) / 3600:.1f} h "
-      f"({np.mean(secs) / 60:.1f} min per fine-tuning run).", "",
-      "Regenerate: `python experiments/run_finetune_table.py --seeds "
-      f"{' '.join(map(str, args.seeds))} --ablation_seeds {' '.join(map(str, args.ablation_seeds))}"
-      f" --study_seeds {' '.join(map(str, args.study_seeds))}"
-      + (f" --ablation_stages {' '.join(map(str, args.ablation_stages))}"
-         if list(getattr(args, "ablation_stages", [1, 2, 3, 4])) != [1, 2, 3, 4] else "")
-      + (f" --steps {args.steps}" if args.steps else "") + "`.", "",
-      "## Every method, fine-tuned", ""] + _score_table(groups["main"]) + [
-      "", "Paired by seed (the same seed gives every method the same classifier "
-      "initialisation and data order), in points:", ""] + _paired_table(groups) + [
-      "", "## Control: the last pooling (3x3, stride 1) removed", "",
-      "Strided-C has no pooling in any stage, so also none after the last one; these rows "
-      "remove only that layer.", ""] + _score_table(groups["control"]) + [
-      "", "## The seed: initialisation or data order?", "",
-      "Max pooling with the new layers' initialisation and the training order/augmentation "
-      "seeded separately (`dataset.order_seed`). The pretraining ran with seed 0, so data "
-      "order 0 replays its first batches exactly.", ""] + _score_table(
-      groups.get("order", {}), "run") + [
-      "", "## P-pooling in one stage at a time (others max; seeds "
-      f"{' '.join(map(str, args.ablation_seeds))})", ""] + _score_table(
-      groups["ablation"], "P-pooling in") + [
-      "", "## Alpha during fine-tuning (P-pooling everywhere, seed "
-      f"{p0['seed']}; logged every 20 steps)", ""] + _alpha_table(p0) + [
-      "", "## What makes alpha move (P-pooling everywhere; seeds "
-      f"{' '.join(map(str, args.study_seeds))})", ""] + _study_table(groups) + [
-      "", f"![scores]({os.path.basename(out_png)})", "",
-      f"![alpha]({os.path.basename(out_png).replace('.png', '_alpha.png')})", ""]
-  analysis = ""
-  if os.path.exists(out_md):
-    old = open(out_md).read()
-    if "## Analysis" in old:
-      analysis = old[old.index("## Analysis"):]
-  with open(out_md, "w") as f:
-    f.write("\n".join(lines) + ("\n" + analysis if analysis else ""))
+      f"Machine: {machine()} (the project's 2-core VM, shared with other work while the runs "
+      "ran; timings are not benchmarks).", "",
+      "**Data** (`dataset.name=synthetic_detail`, `ppool_jax/data/detail.py`; statistics in "
+      "`docs/synthetic_detail.md`): 96 px scenes with anti-aliased thin structures narrower "
+      "than the stride, weak wires beside strong poles, small objects beside blobs of their "
+      "colour, textured regions under blobs, correlated noise; no ignore label. "
+      f"{cfg.dataset.synthetic_train} training scenes, {cfg.dataset.synthetic_eval} evaluation "
+      "scenes (disjoint seeds).", "",
+      f"**Pretraining** (`experiments/pretrain.py`): the same backbone with max pooling, global "
+      f"average pooling and a linear head, trained to say which of the 5 foreground classes a "
+      f"scene contains (multi-label), on {pre['scenes']} scenes of their own seed, Adam, "
+      f"{pre['steps']} steps of {pre['batch']}: held-out mean AUC "
+      f"{pre['eval']['mean_auc']:.3f}, accuracy {pre['eval']['mean_accuracy']:.3f} "
+      f"(per class AUC: {', '.join(f'{a:.2f}' for a in pre['eval']['auc'])}). Only its "
+      "convolutions are kept.", "",
+      f"**Fine-tuning** (`experiments/configs/finetune_detail.py`): 4 stages "
+      f"{finetune_detail.BLOCKS}, three 2x2 stride-2 poolings (the method under test) and none "
+      f"after the last stage, output stride 8; the paper's recipe: Caffe SGD on the summed "
+      f"loss, lr {cfg.optim.learning_rate:g}, momentum 0.9, weight decay 5e-4, x0.1 at 60 % of "
+      f"{cfg.total_steps} steps, side branches x3, biases x2 without decay, side-branch bias "
+      "20, x100 input, C = 35; the new classifier at x10 (DeepLab's fc8). Batch "
+      f"{cfg.global_batch_size}, {cfg.dataset.crop_size} px crops, scale 0.75-1.5, flips. "
+      f"Effective learning rate on the mean per-pixel loss: {mean_lr:.4f} "
+      f"(= {cfg.optim.learning_rate:g} x {cfg.dataset.crop_size}² x {cfg.global_batch_size}; "
+      f"classifier {10 * mean_lr:.3f}); the paper's 2e-7 on 321² crops of 10 images would be "
+      f"{paper_mean_lr:.3f}. Evaluation every {cfg.eval_every} steps on the "
+      f"{cfg.dataset.synthetic_eval} evaluation scenes at full resolution.", "",
+      "Every seed changes the new layers' initialisation and the data order; the same seed gives "
+      "every method the same classifier initialisation and batches, so differences are paired by "
+      "seed. Scores in %, mean ± sample std over n seeds; intervals are 95 % t intervals of the "
+      "paired mean difference.", "",
+      f"Regenerate: `python experiments/run_finetune_table.py --seeds "
+      f"{' '.join(map(str, args.seeds))} --extra_seeds {' '.join(map(str, args.extra_seeds))}"
+      + (f" --options {' '.join(repr(o) for o in args.options)}" if args.options else "")
+      + "` (runs resume).", "",
+      "## Every method", ""] + main_table(groups) + [
+      "", "## Paired differences to max pooling", "",
+      "Mean difference [95 % interval] (seeds ahead / n), in points.", ""] + \
+      paired_table(groups, "max")
+  fixed = [m for m in ALPHA_OF if m != "avg" and groups.get(m)]
+  if fixed and groups.get("P (bias 20)"):
+    best = max(fixed, key=lambda m: runner.summary([r.get("miou", np.nan) for r in groups[m]])[0])
+    sub = {best: groups[best], **{k: v for k, v in groups.items() if k.startswith("P")}}
+    lines += ["", f"## Does the learned alpha find the best fixed alpha ({best})?", "",
+              f"Paired differences to `{best}` (best mean mIoU of the fixed alphas).", ""]
+    lines += paired_table(sub, best)
+  lines += ["", "## Fixed alpha, and the evaluation curves", "",
+            f"![scores vs alpha and curves]({os.path.basename(out).replace('.md', '.png')})", "",
+            "Plateau check (mean over seeds):", ""] + _curve_table(groups)
+  p_groups = {k: v for k, v in groups.items() if k.startswith("P")}
+  for name, rows in p_groups.items():
+    lines += ["", f"## Alpha diagnostics: {name} (mean over {len(rows)} seeds)", "",
+              "Step 0 = the forward pass of the first step (initial parameters); drift = "
+              "||θ_end − θ_0|| / ||θ_0|| of each side-branch parameter; Δalpha = alpha of the "
+              "final minus the initial state at every position of the first 16 evaluation "
+              "images.", ""] + alpha_table(rows)
+  _plots(groups, out)
+  if _alpha_figure(groups, out):
+    lines += ["", f"![alpha maps]({os.path.basename(out).replace('.md', '_alpha.png')})"]
+  del first
+  lines += ["", preserved_analysis(out)]
+  with open(out, "w") as f:
+    f.write("\n".join(lines))

@@ -3,7 +3,7 @@
 Trains the demo's small VGG-style network (experiments/configs/synthetic_demo.py) on the
 embedded synthetic dataset with every pooling method, several seeds, the same budget,
 and writes experiments/results/synthetic_table.md (mean ± std of mIoU, boundary F-score and
-small-structure IoU, next to the paper's Table 1 VGG column for reference only) and a plot.
+boundary-band mIoU, next to the paper's Table 1 VGG column for reference only) and a plot.
 Each run's scores go to <runs>/<name>/result.json, so an interrupted sweep resumes, and a
 hand-written "## Analysis" section at the end of the report survives regeneration.
 
@@ -30,7 +30,7 @@ METHODS = {  # label -> pooling setting of the 4-stage net
 PAPER_VGG = {"max": (53.9, 57.2, 25.4), "avg": (52.8, 53.5, 24.7), "Strided-C": (50.9, 56.1, 23.9),
              "All-C": (None, 25.2, None), "gated": (53.3, 56.7, 25.1), "DPP": (54.2, 57.8, 25.3),
              "SoftPool": (None, None, None), "P-pooling": (55.1, 58.6, 25.9)}
-KEYS = ("miou", "boundary_f", "small_structure_miou")
+KEYS = ("miou", "boundary_f", "boundary_band_miou")
 
 
 def run_one(name: str, pooling: str, seed: int, steps: int, runs: str) -> dict:
@@ -90,7 +90,7 @@ def write_report(main_rows, ablation_rows, args, out_md, out_png):
       f"`python experiments/run_synthetic_table.py --steps {args.steps} --seeds "
       f"{' '.join(map(str, args.seeds))}`.",
       "",
-      "| method | mIoU | boundary F | small-structure mIoU | paper VGG16 mIoU (VOC / Cityscapes / ADE20K) |",
+      "| method | mIoU | boundary F | boundary-band mIoU | paper VGG16 mIoU (VOC / Cityscapes / ADE20K) |",
       "|---|---|---|---|---|",
   ]
   for name, rows in main_rows.items():
@@ -99,7 +99,7 @@ def write_report(main_rows, ablation_rows, args, out_md, out_png):
                  + f" | {paper} |")
   if ablation_rows:
     lines += ["", "## P-pooling in one stage at a time (Table 6 analogue)", "",
-              "| P-pooling in | mIoU | boundary F | small-structure mIoU |", "|---|---|---|---|"]
+              "| P-pooling in | mIoU | boundary F | boundary-band mIoU |", "|---|---|---|---|"]
     for name, rows in ablation_rows.items():
       lines.append(f"| {name} | " + " | ".join(_fmt([r[k] for r in rows]) for k in KEYS) + " |")
   p_rows = main_rows.get("P-pooling", [])
