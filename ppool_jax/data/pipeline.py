@@ -156,7 +156,10 @@ def eval_batches(source, num_devices: int, cfg: AugmentConfig, multiple: int = 1
 
   Images are padded (normalised 0 / ignore label) to the group's largest size rounded
   up to ``multiple``; the last group is completed with fully ignored images so every
-  device gets one. Yields ``image (D, 1, H, W, 3)`` and ``label (D, 1, H, W)``.
+  device gets one. Yields ``image (D, 1, H, W, 3)``, ``label (D, 1, H, W)`` and ``valid
+  (D, 1, H, W)`` bool, True on the image's own pixels and False on padding and filler
+  images: the metrics take it (``segmentation_counts(valid=)``) so that padding, unlike a
+  real ignore region such as VOC's void band, is never scored, void or a boundary.
   """
   n = len(source) if limit is None else min(limit, len(source))
   for start in range(0, n, num_devices):
@@ -166,6 +169,7 @@ def eval_batches(source, num_devices: int, cfg: AugmentConfig, multiple: int = 1
     h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
     images = np.zeros((num_devices, 1, h, w, 3), np.float32)
     labels = np.full((num_devices, 1, h, w), cfg.ignore_label, np.int32)
+    valid = np.zeros((num_devices, 1, h, w), bool)
     for d, it in enumerate(items):
       lab = np.asarray(it["label"])
       img = np.asarray(it["image"])
@@ -174,4 +178,5 @@ def eval_batches(source, num_devices: int, cfg: AugmentConfig, multiple: int = 1
                          f"(example {start + d}).")
       images[d, 0, :lab.shape[0], :lab.shape[1]] = normalize(img, cfg)
       labels[d, 0, :lab.shape[0], :lab.shape[1]] = lab
-    yield {"image": images, "label": labels}
+      valid[d, 0, :lab.shape[0], :lab.shape[1]] = True
+    yield {"image": images, "label": labels, "valid": valid}

@@ -31,6 +31,15 @@ functions turn accumulated counts into numbers. Conventions:
     the nearest labels (``void_fill`` 8-neighbour steps, enough for VOC's band), which puts
     the ground-truth contour on the band's middle line; void left after filling (whole
     void objects) is not scored, as in ``"label"``.
+
+* **padding** (``valid=``): evaluation pads images of mixed sizes into one batch. Pixels
+  where the boolean ``valid`` map is False are treated as *outside the image*: never scored,
+  never void (so never the void band of ``"void_band"``, never the ignore region next to
+  which ``"label"`` stops scoring), and never a boundary, in the label or the prediction.
+  The counts of an image padded at its bottom and right (as ``ppool_jax.data.eval_batches``
+  does; it yields the map as ``"valid"``) equal those of the image alone, whatever the batch
+  or the number of devices.
+  ``valid=None`` means every pixel is inside the image.
 """
 
 from __future__ import annotations
@@ -113,11 +122,16 @@ def confusion_scores(cm) -> dict[str, np.ndarray | float]:
           "mean_class_accuracy": macc, "mIoU": miou, "aAcc": aacc, "mAcc": macc}
 
 
-def _neighbours_differ(label: jax.Array) -> jax.Array:
-  """Boolean map (same shape ``(..., H, W)``): some 4-neighbour has another value."""
+def _neighbours_differ(label: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+  """Boolean map (same shape ``(..., H, W)``): some 4-neighbour has another value (both
+  pixels inside ``valid``, when given)."""
   out = jnp.zeros(label.shape, bool)
   for axis in (-2, -1):
     diff = jnp.diff(label, axis=axis) != 0
+    if valid is not None:
+      n = label.shape[axis]
+      diff &= (lax.slice_in_dim(valid, 0, n - 1, axis=axis)
+               & lax.slice_in_dim(valid, 1, n, axis=axis))
     pad_lo = [(0, 0)] * label.ndim
     pad_hi = [(0, 0)] * label.ndim
     pad_lo[axis] = (1, 0)
@@ -141,37 +155,50 @@ def _dilate(mask: jax.Array, radius: int) -> jax.Array:
   return out > 0
 
 
-def fill_void(label: jax.Array, steps: int, ignore_label: int = IGNORE) -> jax.Array:
+def fill_void(label: jax.Array, steps: int, ignore_label: int = IGNORE,
+              valid: jax.Array | None = None) -> jax.Array:
   """``label`` with ``ignore_label`` pixels taking the largest label among their 8
   neighbours, ``steps`` times: closes a void band up to ``2*steps`` px wide with the
-  ground-truth contour on its middle line (within 1 px)."""
+  ground-truth contour on its middle line (within 1 px). Pixels outside ``valid`` (padding)
+  are neither filled nor used to fill."""
   label = label.astype(jnp.int32)
   window = (1,) * (label.ndim - 2) + (3, 3)
   pads = [(0, 0)] * (label.ndim - 2) + [(1, 1)] * 2
   for _ in range(steps):
     void = label == ignore_label
-    best = lax.reduce_window(jnp.where(void, -1, label), -1, lax.max, window,
-                             (1,) * label.ndim, pads)
-    label = jnp.where(void & (best >= 0), best, label)
+    source = jnp.where(void if valid is None else void | ~valid, -1, label)
+    best = lax.reduce_window(source, -1, lax.max, window, (1,) * label.ndim, pads)
+    fill = void & (best >= 0)
+    label = jnp.where(fill if valid is None else fill & valid, best, label)
   return label
 
 
-def _scored(label: jax.Array, ignore_label: int) -> jax.Array:
-  """Pixels whose boundary status is scored: neither ignored nor next to an ignored pixel."""
-  return ~_dilate(label == ignore_label, 1)
+def _void(label: jax.Array, ignore_label: int, valid: jax.Array | None) -> jax.Array:
+  void = label == ignore_label
+  return void if valid is None else void & valid
 
 
-def gt_boundary(label: jax.Array, ignore_label: int = IGNORE) -> jax.Array:
-  """Ground-truth boundary pixels of ``(..., H, W)`` labels, none in or beside ignore."""
-  return _neighbours_differ(label) & _scored(label, ignore_label)
+def _scored(label: jax.Array, ignore_label: int, valid: jax.Array | None = None) -> jax.Array:
+  """Pixels whose boundary status is scored: inside ``valid``, neither ignored nor next to
+  an ignored pixel (padding is not ignore: it is outside the image)."""
+  scored = ~_dilate(_void(label, ignore_label, valid), 1)
+  return scored if valid is None else scored & valid
+
+
+def gt_boundary(label: jax.Array, ignore_label: int = IGNORE,
+                valid: jax.Array | None = None) -> jax.Array:
+  """Ground-truth boundary pixels of ``(..., H, W)`` labels, none in or beside ignore, none
+  outside ``valid`` nor made by its edge."""
+  return _neighbours_differ(label, valid) & _scored(label, ignore_label, valid)
 
 
 def boundary_counts(pred: jax.Array, label: jax.Array, tolerance: int = 1,
-                    ignore_label: int = IGNORE) -> jax.Array:
-  """``[matched_pred, total_pred, matched_gt, total_gt]`` int32 for ``(..., H, W)`` maps."""
-  scored = _scored(label, ignore_label)
-  gt_b = _neighbours_differ(label) & scored
-  pr_b = _neighbours_differ(pred.astype(jnp.int32)) & scored
+                    ignore_label: int = IGNORE, valid: jax.Array | None = None) -> jax.Array:
+  """``[matched_pred, total_pred, matched_gt, total_gt]`` int32 for ``(..., H, W)`` maps;
+  ``valid`` (optional, same shape) marks the pixels inside the image (padding: False)."""
+  scored = _scored(label, ignore_label, valid)
+  gt_b = _neighbours_differ(label, valid) & scored
+  pr_b = _neighbours_differ(pred.astype(jnp.int32), valid) & scored
   matched_pred = pr_b & _dilate(gt_b, tolerance)
   matched_gt = gt_b & _dilate(pr_b, tolerance)
   return jnp.stack([matched_pred.sum(), pr_b.sum(), matched_gt.sum(), gt_b.sum()]).astype(jnp.int32)
@@ -193,41 +220,51 @@ def boundary_scores(counts) -> dict[str, float]:
   return {"boundary_precision": precision, "boundary_recall": recall, "boundary_f": f}
 
 
-def trimap_mask(label: jax.Array, band: int = 2, ignore_label: int = IGNORE) -> jax.Array:
+def trimap_mask(label: jax.Array, band: int = 2, ignore_label: int = IGNORE,
+                valid: jax.Array | None = None) -> jax.Array:
   """Pixels within chessboard distance ``band`` of a ground-truth boundary."""
-  return _dilate(gt_boundary(label, ignore_label), band)
+  return _dilate(gt_boundary(label, ignore_label, valid), band)
 
 
-def void_band_trimap(label: jax.Array, width: int, ignore_label: int = IGNORE) -> jax.Array:
-  """DeepLab's trimap: labelled pixels within chessboard distance ``width`` of void."""
-  void = label == ignore_label
-  return _dilate(void, width) & ~void
+def void_band_trimap(label: jax.Array, width: int, ignore_label: int = IGNORE,
+                     valid: jax.Array | None = None) -> jax.Array:
+  """DeepLab's trimap: labelled pixels within chessboard distance ``width`` of void
+  (padding outside ``valid`` is not void)."""
+  near = _dilate(_void(label, ignore_label, valid), width) & (label != ignore_label)
+  return near if valid is None else near & valid
 
 
 def segmentation_counts(pred: jax.Array, label: jax.Array, num_classes: int, *,
                         tolerance: int = 1, band: int = 2, ignore_label: int = IGNORE,
                         protocol: str = "label", trimap_widths: tuple[int, ...] = (2, 5, 10, 20),
-                        void_fill: int = 4) -> dict[str, jax.Array]:
+                        void_fill: int = 4, valid: jax.Array | None = None
+                        ) -> dict[str, jax.Array]:
   """All summable counts for a batch of ``(..., H, W)`` predictions and labels.
 
   ``protocol`` is ``"label"`` or ``"void_band"`` (module docstring); ``trimap_widths``
-  and ``void_fill`` apply to ``"void_band"`` only.
+  and ``void_fill`` apply to ``"void_band"`` only. ``valid``: optional boolean map of the
+  same shape, False on padding (module docstring); ``None``: no padding.
   """
   if protocol not in PROTOCOLS:
     raise ValueError(f"unknown boundary protocol {protocol!r}; choose from {PROTOCOLS}.")
+  if valid is not None:
+    valid = jnp.asarray(valid, bool)
+    label = jnp.where(valid, jnp.asarray(label).astype(jnp.int32), ignore_label)
   counts = {"confusion": confusion_matrix(pred, label, num_classes, ignore_label),
             "invalid_predictions": invalid_prediction_count(pred, label, num_classes,
                                                             ignore_label)}
   if protocol == "label":
     counts["trimap_confusion"] = confusion_matrix(pred, label, num_classes, ignore_label,
-                                                  mask=trimap_mask(label, band, ignore_label))
-    counts["boundary"] = boundary_counts(pred, label, tolerance, ignore_label)
+                                                  mask=trimap_mask(label, band, ignore_label,
+                                                                   valid))
+    counts["boundary"] = boundary_counts(pred, label, tolerance, ignore_label, valid)
     return counts
   for w in sorted(set(trimap_widths) | {band}):
     counts[f"trimap_confusion_w{w}"] = confusion_matrix(
-        pred, label, num_classes, ignore_label, mask=void_band_trimap(label, w, ignore_label))
-  counts["boundary"] = boundary_counts(pred, fill_void(label, void_fill, ignore_label),
-                                       tolerance, ignore_label)
+        pred, label, num_classes, ignore_label,
+        mask=void_band_trimap(label, w, ignore_label, valid))
+  counts["boundary"] = boundary_counts(pred, fill_void(label, void_fill, ignore_label, valid),
+                                       tolerance, ignore_label, valid)
   return counts
 
 

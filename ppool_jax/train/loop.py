@@ -120,15 +120,25 @@ def predict_with_alpha(model, state: TrainState, images) -> tuple[jax.Array, dic
   return logits, {k: np.asarray(v["alpha"][0]) for k, v in sorted(sown.items()) if "alpha" in v}
 
 
-def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
+def evaluation_counts(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
+  """The summed metric counts of ``eval_source`` (``cfg.eval_limit`` images; one image per
+  device and batch). Padding carries a validity mask, so the counts do not depend on how
+  images of different sizes were batched, nor on the number of devices, for given
+  predictions (a model's predictions near the border may still see the padding through its
+  receptive field)."""
   limit = None if cfg.eval_limit < 0 else cfg.eval_limit
   totals = None
   for batch in eval_batches(eval_source, num_devices, augment_config(cfg), multiple=1,
                             limit=limit):
     counts = runner.eval_counts(rstate, batch)
     totals = counts if totals is None else jax.tree_util.tree_map(np.add, totals, counts)
-  return segmentation_scores(totals, class_names=class_names(cfg),
-                             detail_classes=detail_classes(cfg))
+  return totals
+
+
+def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
+  """Scores of :func:`evaluation_counts`."""
+  return segmentation_scores(evaluation_counts(runner, rstate, eval_source, cfg, num_devices),
+                             class_names=class_names(cfg), detail_classes=detail_classes(cfg))
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict]:

@@ -125,11 +125,14 @@ def make_train_step(model, tx, normalization: str = "valid", axis_name: str | No
 def make_eval_step(model, num_classes: int, protocol: str = "label",
                    axis_name: str | None = AXIS):
   """Summed metric counts; ``protocol`` is the dataset's boundary protocol (metrics);
-  ``axis_name`` as in :func:`make_train_step`."""
+  ``axis_name`` as in :func:`make_train_step`. ``batch`` may hold ``"valid"`` (``(B, H, W)``
+  bool, False on padding, as ``eval_batches`` yields it): padding is then outside the image
+  for every metric, not ignore/void."""
   def eval_step(state: TrainState, batch):
     images, labels = batch["image"], batch["label"]     # (B, H, W, 3), (B, H, W)
     logits = model.apply({"params": state.params, **state.model_state}, images, train=False)
-    counts = segmentation_counts(jnp.argmax(logits, -1), labels, num_classes, protocol=protocol)
+    counts = segmentation_counts(jnp.argmax(logits, -1), labels, num_classes, protocol=protocol,
+                                 valid=batch.get("valid"))
     return _psum(counts, axis_name)
 
   return eval_step
