@@ -2,7 +2,9 @@
 
 from ppool_jax.train.config import base_config, summed_lr_to_mean_lr
 from ppool_jax.train.loop import NonFiniteTrainingError, model_from_config, train
+from ppool_jax.train.runs import IncompatibleRunError, LoadedRun, load_run
 from ppool_jax.train.steps import TrainState, make_eval_step, make_train_step
 
-__all__ = ["NonFiniteTrainingError", "TrainState", "base_config", "make_eval_step",
-           "make_train_step", "model_from_config", "summed_lr_to_mean_lr", "train"]
+__all__ = ["IncompatibleRunError", "LoadedRun", "NonFiniteTrainingError", "TrainState",
+           "base_config", "load_run", "make_eval_step", "make_train_step", "model_from_config",
+           "summed_lr_to_mean_lr", "train"]

@@ -17,8 +17,12 @@ FLAGS = flags.FLAGS
 
 def main(_):
   from ppool_jax.train.loop import train
+  from ppool_jax.train.runs import IncompatibleRunError
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  _, scores = train(FLAGS.config, FLAGS.workdir)
+  try:
+    _, scores = train(FLAGS.config, FLAGS.workdir)
+  except IncompatibleRunError as e:
+    raise SystemExit(f"IncompatibleRunError: {e}") from None
   if scores:
     print("final eval: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()
                                      if not hasattr(v, "shape") or v.shape == ()))

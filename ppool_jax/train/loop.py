@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import flax
 import jax
@@ -18,7 +17,6 @@ from tqdm import tqdm
 from ppool_jax import convert
 from ppool_jax.data import eval_batches
 from ppool_jax.metrics import segmentation_scores
-from ppool_jax.models import build_model
 from ppool_jax.nn.side_branch import SIDE_BRANCH
 from ppool_jax.train.checkpoints import Checkpoints
 from ppool_jax.train.diagnostics import side_branch_drift, side_branch_params
@@ -26,14 +24,9 @@ from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_nam
                                     detail_classes, num_classes, sources, train_loader)
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
+from ppool_jax.train.runs import DTYPES, build_model, record_run  # noqa: F401  (DTYPES re-exported)
 from ppool_jax.train.steps import AXIS, TrainState
 from ppool_jax.train.writers import MetricWriter
-
-_BN_MODELS = ("resnet50_seg", "deeplabv3")
-# Mixed precision: activations and convolutions in bfloat16; parameters, optimizer state,
-# BatchNorm statistics, P-pooling (internally) and the loss stay float32.
-DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
-
 
 class NonFiniteTrainingError(RuntimeError):
   pass
@@ -48,24 +41,10 @@ def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
 
 
 def model_from_config(cfg: ml_collections.ConfigDict):
-  m = cfg.model
-  # "p" for every stage, or one name per stage separated by commas ("p,max,max,max,max").
-  pooling = tuple(m.pooling.split(",")) if "," in m.pooling else m.pooling
-  kwargs: dict[str, Any] = dict(pooling=pooling, width=m.width,
-                                pool_options=m.pool_options.to_dict() if m.pool_options else None)
-  if m.blocks:
-    kwargs["blocks"] = tuple(tuple(b) for b in m.blocks)
-  dtype = m.get("dtype", "float32")
-  if dtype not in DTYPES:
-    raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
-  if DTYPES[dtype] is not None:
-    kwargs["dtype"] = DTYPES[dtype]
-  if m.name in _BN_MODELS:
-    # pmap synchronises BatchNorm statistics over its axis; under jit over a mesh the
-    # statistics are the global batch's already.
-    kwargs.update(frozen_bn=m.frozen_bn,
-                  bn_axis_name=AXIS if cfg.get("parallel", "pmap") == "pmap" else None)
-  return build_model(m.name, num_classes(cfg), **kwargs)
+  """The training model of ``cfg`` (BatchNorm synchronised over the pmap axis under pmap;
+  under jit over a mesh the statistics are the global batch's already)."""
+  return build_model(cfg, num_classes(cfg),
+                     bn_axis_name=AXIS if cfg.get("parallel", "pmap") == "pmap" else None)
 
 
 def init_state(cfg, model, tx, image_shape) -> TrainState:
@@ -99,15 +78,18 @@ def _initial_side_branch(workdir: str, state: TrainState, start: int) -> dict:
   """The side branches' parameters at step 0 (``side_branch_init.npz`` in the workdir, written
   by a fresh run and read back on resume), against which their drift is logged."""
   path = os.path.join(workdir, "side_branch_init.npz")
-  if os.path.exists(path):
+  if start and os.path.exists(path):  # a fresh start writes it anew
     with np.load(path) as f:
       return dict(f)
   if start:
     return {}  # a run from before this file existed: no drift (the initial values are gone)
   init = {k: np.asarray(v) for k, v in side_branch_params(jax.device_get(state.params)).items()}
-  if init and jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    np.savez(path, **init)
+  if jax.process_index() == 0:
+    if init:
+      os.makedirs(workdir, exist_ok=True)
+      np.savez(path, **init)
+    elif os.path.exists(path):
+      os.remove(path)  # left by an earlier start of this workdir with another model
   return init
 
 
@@ -144,6 +126,8 @@ def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict]:
   """Trains (or resumes) a run in ``workdir``; returns the final state and eval scores."""
   maybe_initialize_distributed(cfg)
+  # Before anything else: a workdir trained with an incompatible config stops here.
+  record_run(workdir, cfg, class_names(cfg))
   process, nproc = jax.process_index(), jax.process_count()
   num_devices = jax.local_device_count()
   train_source, eval_source = sources(cfg)
