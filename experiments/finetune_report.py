@@ -233,7 +233,11 @@ def write(groups, args, out, pretrained: str):
       f"after the last stage, output stride 8; the paper's recipe: Caffe SGD on the summed "
       f"loss, lr {cfg.optim.learning_rate:g}, momentum 0.9, weight decay 5e-4, x0.1 at 60 % of "
       f"{cfg.total_steps} steps, side branches x3, biases x2 without decay, side-branch bias "
-      "20, x100 input, C = 35; the new classifier at x10 (DeepLab's fc8). Batch "
+      "20, x100 input, C = 35; the new classifier at x10 (DeepLab's fc8), initialised at zero "
+      f"(FCN) and first warmed up per method: {getattr(args, 'warmup_steps', 0)} Adam steps "
+      "(3e-3, mean loss) on the frozen backbone with the method's own pooling, seed 0 "
+      "(`runner.head_warmup`; without it no method predicted a detail class at the largest "
+      "stable learning rate). Batch "
       f"{cfg.global_batch_size}, {cfg.dataset.crop_size} px crops, scale 0.75-1.5, flips. "
       f"Effective learning rate on the mean per-pixel loss: {mean_lr:.4f} "
       f"(= {cfg.optim.learning_rate:g} x {cfg.dataset.crop_size}² x {cfg.global_batch_size}; "
@@ -247,6 +251,9 @@ def write(groups, args, out, pretrained: str):
       f"Regenerate: `python experiments/run_finetune_table.py --seeds "
       f"{' '.join(map(str, args.seeds))} --extra_seeds {' '.join(map(str, args.extra_seeds))}"
       + (f" --options {' '.join(repr(o) for o in args.options)}" if args.options else "")
+      + (f" --steps {args.steps}" if args.steps else "")
+      + (f" --methods {' '.join(repr(m) for m in groups if m not in args.options)}"
+         if set(groups) - set(args.options) != set(finetune_detail.METHODS) else "")
       + "` (runs resume).", "",
       "## Every method", ""] + main_table(groups) + [
       "", "## Paired differences to max pooling", "",

@@ -23,10 +23,8 @@ Writes experiments/results/finetune_hed.md and finetune_hed_alpha.png; runs resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -72,35 +70,13 @@ def config(method: str, steps: int, crop: int, seed: int, pretrained: str, lr: f
 
 def head_warmup(runs: str, pretrained: str, method: str, args,
                 overrides: dict | None = None) -> tuple[str, dict]:
-  """Step 1 for ``method``: trains the classifier on frozen HED features with the method's
-  pooling; saves HED's convs plus that classifier (``heads/vgg16_seg``, which
-  ``merge_pretrained`` loads). ``overrides``: dotted config fields, for tests."""
-  from ppool_jax import convert
-  from ppool_jax.train import train
-  tag = f"head{args.head_steps}_crop{args.crop}_{runner.slug(method)}"
-  out = os.path.abspath(os.path.join(runs, f"hed_vgg16_{tag}"))
-  workdir = os.path.join(runs, f"warmup_{tag}")
-  if os.path.isdir(out):
-    with open(os.path.join(workdir, "result.json")) as f:
-      return out, json.load(f)
+  """Step 1 for ``method`` (``runner.head_warmup``: the classifier alone on the frozen HED
+  backbone with the method's pooling, Adam 3e-3). ``overrides``: dotted config fields, for
+  tests."""
   cfg = runner.override(config(method, args.head_steps, args.crop, args.seed, pretrained),
                         overrides)
-  cfg.optim.frozen = ("backbone",)             # [ours] a linear probe on HED's features
-  cfg.optim.name, cfg.optim.source_loss = "adam", "mean"
-  cfg.loss.normalization = "valid"
-  cfg.optim.learning_rate, cfg.optim.weight_decay = 3e-3, 0.0   # [ours]
-  cfg.optim.schedule = "constant"
-  t0 = time.time()
-  state, scores = train(cfg, workdir)
-  result = {k: float(scores[k]) for k in HEAD_KEYS}
-  result.update(method=method, steps=args.head_steps, crop=args.crop, seed=args.seed,
-                seconds=time.time() - t0)
-  with open(os.path.join(workdir, "result.json"), "w") as f:
-    json.dump(result, f, indent=1)
-  converted = convert.restore(pretrained)
-  converted["heads"] = {"vgg16_seg": {"classifier": state.params["classifier"]}}
-  convert.save(converted, out)
-  return out, result
+  tag = f"hed_head{args.head_steps}_crop{args.crop}_{runner.slug(method)}"
+  return runner.head_warmup(cfg, runs, tag, args.head_steps)
 
 
 def write(groups, heads, args, out):

@@ -60,6 +60,8 @@ def main():
   parser.add_argument("--steps", type=int, default=None, help="override the config's STEPS")
   parser.add_argument("--calibrate", type=float, nargs="*", default=None,
                       help="learning rates of the calibration runs (seed 100)")
+  parser.add_argument("--warmup_steps", type=int, default=finetune_detail.WARMUP_STEPS,
+                      help="per-method head warm-up steps (seed 0; 0: none)")
   parser.add_argument("--runs", default="runs/detail")
   parser.add_argument("--report_only", action="store_true")
   parser.add_argument("--out", default=os.path.join(HERE, "results", "finetune_table.md"))
@@ -73,19 +75,33 @@ def main():
         row = runner.run(f"{m} lr {lr:g}", cfg, os.path.join(args.runs, "calibration"))
         print(m, lr, {k: row.get(k) for k in ("miou", "detail_miou", "diverged")}, flush=True)
     return
+  warm = {}
+
+  def config(m, s):
+    """Method ``m``, seed ``s``, from the pretrained convs + ``m``'s warmed-up classifier."""
+    if m not in warm:
+      cfg = (finetune_detail.method_config(m, 0, pre) if m in finetune_detail.METHODS
+             else option_config(m, 0, pre))
+      warm[m] = runner.head_warmup(cfg, args.runs, runner.slug(m), args.warmup_steps)[0] \
+          if args.warmup_steps else pre
+    cfg = (finetune_detail.method_config(m, s, pre, args.steps) if m in finetune_detail.METHODS
+           else option_config(m, s, pre, args.steps))
+    cfg.model.pretrained = warm[m]
+    return cfg
+
   go = (lambda name, cfg: runner.run(name, cfg, args.runs, keep_maps=True)) if not \
       args.report_only else (lambda name, cfg: _cached(name, cfg, args.runs))
   groups = {m: [] for m in args.methods}
   for s in args.seeds:  # seed-major: an interrupted grid leaves every method equally seeded
     for m in args.methods:
-      groups[m].append(go(m, finetune_detail.method_config(m, s, pre, args.steps)))
+      groups[m].append(go(m, config(m, s)))
   groups = {m: [r for r in rows if r] for m, rows in groups.items()}
   extra = ["max", "P (bias 20)"] + ([best_fixed(groups)] if all(m in groups for m in FIXED) else [])
   for m in extra:
-    groups[m] += [r for r in (go(m, finetune_detail.method_config(m, s, pre, args.steps))
+    groups[m] += [r for r in (go(m, config(m, s))
                               for s in args.extra_seeds) if r]
   for o in args.options:
-    groups[o] = [r for r in (go(o, option_config(o, s, pre, args.steps))
+    groups[o] = [r for r in (go(o, config(o, s))
                              for s in args.seeds + args.extra_seeds) if r]
   import finetune_report
   finetune_report.write(groups, args, args.out, pretrained=os.path.dirname(pre))

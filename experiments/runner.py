@@ -141,3 +141,36 @@ def override(cfg, overrides: dict | None):
       node = node[part]
     node[last] = value
   return cfg
+
+
+def head_warmup(cfg, runs: str, tag: str, steps: int, lr: float = 3e-3) -> tuple[str, dict]:
+  """Trains ``cfg``'s classifier alone on its frozen backbone (the method's own pooling; a
+  P-pooling side branch is part of the backbone, so alpha stays at its initialisation) with
+  Adam on the mean loss for ``steps`` [ours], then saves ``cfg.model.pretrained``'s weights
+  plus that classifier (``heads/vgg16_seg``, which ``merge_pretrained`` loads) in
+  ``runs/warmup_<tag>/weights``. Returns that folder and the warm-up's scores (reused when
+  present)."""
+  from ppool_jax import convert
+  from ppool_jax.train import train
+  workdir = os.path.join(runs, f"warmup_{tag}")
+  out = os.path.abspath(os.path.join(workdir, "weights"))
+  path = os.path.join(workdir, "result.json")
+  if os.path.isdir(out) and os.path.exists(path):
+    with open(path) as f:
+      return out, json.load(f)
+  cfg = cfg.copy_and_resolve_references()
+  cfg.optim.frozen = ("backbone",)
+  cfg.optim.name, cfg.optim.source_loss, cfg.loss.normalization = "adam", "mean", "valid"
+  cfg.optim.learning_rate, cfg.optim.weight_decay, cfg.optim.schedule = lr, 0.0, "constant"
+  cfg.total_steps = cfg.checkpoint_every = steps
+  cfg.eval_every = steps
+  t0 = time.time()
+  state, scores = train(cfg, workdir)
+  converted = convert.restore(cfg.model.pretrained)
+  converted["heads"] = {"vgg16_seg": {"classifier": state.params["classifier"]}}
+  convert.save(converted, out)
+  result = {k: float(v) for k, v in scores.items() if np.ndim(v) == 0}
+  result.update(tag=tag, steps=steps, seed=cfg.seed, seconds=time.time() - t0)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=1)
+  return out, result

@@ -101,7 +101,8 @@ def test_few_steps_of_the_protocol(tmp_path):
   log = runner.metrics_log(row["workdir"])
   assert log["alpha/backbone/pool1/mean"][0][0] == 1  # step 0's forward pass is logged
   assert "alpha/backbone/pool1/drift/conv_alpha/kernel" in log
-  assert runner.run("P (bias 5)", cfg, runs) == row  # reuses result.json
+  again = runner.run("P (bias 5)", cfg, runs)  # reuses result.json (NaN == NaN as text)
+  assert json.dumps(again, sort_keys=True) == json.dumps(row, sort_keys=True)
   import finetune_report
   groups = {"max": [row], "fixed alpha 5": [row], "P (bias 20)": [row]}
   args = type("A", (), dict(seeds=[1], extra_seeds=[], options=[], steps=2))()
@@ -131,7 +132,8 @@ def test_hed_head_warmup_is_what_the_finetune_starts_from(tmp_path):
   classifiers = {}
   for method in ("P", "max"):
     out, result = hed.head_warmup(runs, hed_dir, method, args, overrides=small)
-    assert result["steps"] == 2 and np.isfinite(result["miou"]) and result["method"] == method
+    assert result["steps"] == 2 and np.isfinite(result["miou"])
+    assert result["tag"].endswith(method) and result["seed"] == 1
     saved = convert.restore(out)["heads"]["vgg16_seg"]["classifier"]
     cfg = hed.config(method, 2, 32, 2, out)  # another seed: a different random classifier
     assert cfg.model.pooling.split(",")[4] == ("p" if method == "P" else "max")
@@ -146,3 +148,22 @@ def test_hed_head_warmup_is_what_the_finetune_starts_from(tmp_path):
   random_head = init_state(cfg, model_from_config(cfg), make_optimizer(cfg), (32, 32, 3)).params
   assert not np.allclose(random_head["classifier"]["kernel"], classifiers["max"])
   assert hed.config("P, pool5 removed", 2, 32, 1, "").model.pooling == "p,p,p,p,stride_in_conv"
+
+
+def test_zero_classifier_starts_at_log_k():
+  """model.classifier_init="zeros" (the fine-tune's FCN init): zero logits, loss log(K)."""
+  import jax.numpy as jnp
+
+  from ppool_jax.train import model_from_config
+  cfg = _small(finetune_detail.method_config("max", 1))
+  model = model_from_config(cfg)
+  x = jnp.ones((1, SIZE, SIZE, 3)) * 100.0
+  params = model.init(jax.random.PRNGKey(0), x)["params"]
+  assert not np.any(np.asarray(params["classifier"]["kernel"]))
+  np.testing.assert_array_equal(model.apply({"params": params}, x), 0.0)
+  cfg.model.classifier_init = "lecun_normal"
+  params = model_from_config(cfg).init(jax.random.PRNGKey(0), x)["params"]
+  assert np.asarray(params["classifier"]["kernel"]).std() > 0.05
+  cfg.model.classifier_init = "zero"
+  with pytest.raises(ValueError, match="classifier_init must be one of"):
+    model_from_config(cfg).init(jax.random.PRNGKey(0), x)

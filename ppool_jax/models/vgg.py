@@ -87,13 +87,21 @@ class VGG16Seg(nn.Module):
   blocks: tuple[tuple[int, ...], ...] = VGG16_BLOCKS
 
   dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+  # The classifier's kernel initialiser: "lecun_normal" (Flax's default) or "zeros" (FCN's
+  # score layers: a fine-tune from Caffe-scale pretrained features starts at loss log(K)).
+  classifier_init: str = "lecun_normal"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     conv = partial(nn.Conv, dtype=self.dtype)
     feats = VGG16Backbone(self.pooling, self.pool_options, 2 ** (len(self.blocks) - 1),
                           self.width, tuple(map(tuple, self.blocks)), dtype=self.dtype, name="backbone")(x)
-    logits = conv(self.num_classes, (1, 1), name="classifier")(feats["out"])
+    inits = {"lecun_normal": nn.initializers.lecun_normal(), "zeros": nn.initializers.zeros}
+    if self.classifier_init not in inits:
+      raise ValueError(f"classifier_init must be one of {sorted(inits)}, got "
+                       f"{self.classifier_init!r}.")
+    logits = conv(self.num_classes, (1, 1), kernel_init=inits[self.classifier_init],
+                  name="classifier")(feats["out"])
     return resample(logits, feats["grids"]["out"], x.shape[1:3])
 
 

@@ -64,6 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.pool_options = ml_collections.ConfigDict({"p": {"clip_max": 35.0}})  # [paper] C = 35
   c.model.width = 1.0
   c.model.blocks = ml_collections.config_dict.placeholder(tuple)  # VGG-style nets only
+  c.model.classifier_init = ""          # vgg16_seg: "" (= "lecun_normal") or "zeros" (FCN)
   c.model.frozen_bn = False
   c.model.dtype = "float32"             # float32 | bfloat16 (activations/convs; params stay f32)
   c.model.pretrained = ""               # orbax checkpoint written by ppool_jax.convert

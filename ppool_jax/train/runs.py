@@ -186,6 +186,8 @@ def build_model(cfg: ml_collections.ConfigDict, num_classes: int, bn_axis_name: 
                                 pool_options=m.pool_options.to_dict() if m.pool_options else None)
   if m.blocks:
     kwargs["blocks"] = tuple(tuple(b) for b in m.blocks)
+  if m.get("classifier_init"):  # vgg16_seg only
+    kwargs["classifier_init"] = m.classifier_init
   dtype = m.get("dtype", "float32")
   if dtype not in DTYPES:
     raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}.")
