@@ -205,6 +205,8 @@ def write(groups, args, out, pretrained: str):
   cfg = finetune_detail.get_config()
   if args.steps:
     cfg.total_steps = args.steps
+  if getattr(args, "lr", None):
+    cfg.optim.learning_rate = args.lr
   solver = effective_solver(cfg)
   with open(os.path.join(pretrained, "result.json")) as f:
     pre = json.load(f)
@@ -252,6 +254,7 @@ def write(groups, args, out, pretrained: str):
       f"{' '.join(map(str, args.seeds))} --extra_seeds {' '.join(map(str, args.extra_seeds))}"
       + (f" --options {' '.join(repr(o) for o in args.options)}" if args.options else "")
       + (f" --steps {args.steps}" if args.steps else "")
+      + (f" --lr {args.lr:g}" if getattr(args, "lr", None) else "")
       + (f" --methods {' '.join(repr(m) for m in groups if m not in args.options)}"
          if set(groups) - set(args.options) != set(finetune_detail.METHODS) else "")
       + "` (runs resume).", "",

@@ -60,6 +60,8 @@ def main():
   parser.add_argument("--steps", type=int, default=None, help="override the config's STEPS")
   parser.add_argument("--calibrate", type=float, nargs="*", default=None,
                       help="learning rates of the calibration runs (seed 100)")
+  parser.add_argument("--lr", type=float, default=None,
+                      help="fine-tuning lr (summed loss), default the config's LR")
   parser.add_argument("--warmup_steps", type=int, default=finetune_detail.WARMUP_STEPS,
                       help="per-method head warm-up steps (seed 0; 0: none)")
   parser.add_argument("--runs", default="runs/detail")
@@ -87,6 +89,8 @@ def main():
     cfg = (finetune_detail.method_config(m, s, pre, args.steps) if m in finetune_detail.METHODS
            else option_config(m, s, pre, args.steps))
     cfg.model.pretrained = warm[m]
+    if args.lr:
+      cfg.optim.learning_rate = args.lr
     return cfg
 
   go = (lambda name, cfg: runner.run(name, cfg, args.runs, keep_maps=True)) if not \

@@ -82,7 +82,7 @@ def method_config(label: str, seed: int, pretrained: str = "", steps: int | None
     c.model.pool_options[name] = dict(c.model.pool_options.get(name, {}), **opts)
   if steps:
     c.total_steps = c.checkpoint_every = steps
-    c.eval_every = max(1, steps // 2)
+    c.eval_every = max(1, min(c.eval_every, steps // 2))
     c.optim.step_boundaries = (int(0.6 * steps),)
   return c
 
