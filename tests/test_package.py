@@ -48,6 +48,10 @@ def test_train_cli_takes_package_config_names_from_any_directory(tmp_path):
                      capture_output=True, text=True, timeout=120)
   assert r.returncode in (0, 1), r.stderr  # absl's --help exits with 1
   assert "--config" in r.stdout and "synthetic_demo" in r.stdout and "--workdir" in r.stdout
+  r = subprocess.run([sys.executable, "-m", "ppool_jax.train", "--config", "nope", "--workdir",
+                      "w"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+  assert r.returncode != 0
+  assert "'nope' is neither a config file nor a package config (synthetic_demo, table1" in r.stderr
   out = _python("""
       import sys
       from absl import flags
@@ -89,6 +93,7 @@ def test_config_names_resolve_and_unknown_ones_fail():
     configs.get_config("nope")
 
 
+@pytest.mark.slow  # pip builds the wheel
 def test_wheel_ships_the_configs_and_runs_from_it(tmp_path):
   """Builds the wheel from a copy of the sources (the checkout stays clean), installs it into a
   folder of its own and loads the demo config from there: no experiments/ folder in sight."""

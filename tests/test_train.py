@@ -96,6 +96,7 @@ def _saved_steps(workdir):
   return sorted(int(n) for n in names if n.isdigit())  # not orbax's in-progress tmp dirs
 
 
+@pytest.mark.slow  # three CLI trainings in subprocesses
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   subprocess.run(_train_cmd(full), check=True, env=_env(), capture_output=True)

@@ -74,7 +74,11 @@ def define_config_flag(name: str = "config", default: str | None = None,
   class _ResolvingParser(flags.ArgumentParser):
 
     def parse(self, argument):
-      return file_parser.parse(resolve(argument))
+      spec = resolve(argument)
+      if not os.path.isfile(spec.partition(":")[0]):
+        raise ValueError(f"{argument!r} is neither a config file nor a package config "
+                         f"({', '.join(names())}).")
+      return file_parser.parse(spec)
 
     def flag_type(self):
       return file_parser.flag_type()
