@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-fast bench install clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 	cd notebooks && ../$(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=300 *.ipynb
+
+# The suite without the tests marked slow (end-to-end trainings, multi-process runs, CLI
+# subprocesses, the wheel build) and without the notebooks; `make test` runs everything.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 bench: $(VENV)/.installed
 	XLA_FLAGS= $(PY) experiments/bench/pool_op.py --repeats 20 --out experiments/results/pool_op.md

@@ -1,6 +1,6 @@
 """A synthetic analogue of Table 1 (and a Table 6-style per-stage ablation), on CPU.
 
-Trains the demo's small VGG-style network (experiments/configs/synthetic_demo.py) on the
+Trains the demo's small VGG-style network (ppool_jax/configs/synthetic_demo.py) on the
 embedded synthetic dataset with every pooling method, several seeds, the same budget,
 and writes experiments/results/synthetic_table.md (mean ± std of mIoU, boundary F-score and
 boundary-band mIoU, next to the paper's Table 1 VGG column for reference only) and a plot.
@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "configs"))
 
 METHODS = {  # label -> pooling setting of the 4-stage net
     "max": "max", "avg": "avg", "Strided-C": "stride_in_conv", "All-C": "strided_conv",
@@ -36,7 +34,7 @@ KEYS = ("miou", "boundary_f", "boundary_band_miou")
 def run_one(name: str, pooling: str, seed: int, steps: int, runs: str) -> dict:
   import jax.numpy as jnp
 
-  import synthetic_demo
+  from ppool_jax.configs import synthetic_demo
   from ppool_jax.data import normalize
   from ppool_jax.train import model_from_config, train
   from ppool_jax.train.loop import predict_with_alpha
@@ -82,7 +80,7 @@ def write_report(main_rows, ablation_rows, args, out_md, out_png):
       "# Synthetic Table-1 analogue (CPU)",
       "",
       "**Synthetic data, small network, CPU: this is not a reproduction of the paper's numbers.**",
-      f"Each row trains the 4-stage VGG-style net of `experiments/configs/synthetic_demo.py` "
+      f"Each row trains the 4-stage VGG-style net of `ppool_jax/configs/synthetic_demo.py` "
       f"(Adam 2e-3, poly schedule, batch 16, 64 px crops) for **{args.steps} steps** on the "
       "embedded synthetic dataset (2,000 training scenes) and evaluates on 100 held-out "
       f"scenes; seeds {args.seeds} change initialisation and data order. Mean ± sample std over "

@@ -253,14 +253,20 @@ def restore(path: str) -> dict:
   return checkpointer.restore(os.path.abspath(os.path.expanduser(path)))
 
 
-flags.DEFINE_enum("arch", None, sorted(ARCHS), "Backbone architecture.")
-flags.DEFINE_string("input", None, "torchvision state dict (.pth/.pt/.safetensors/.npz) or Keras "
-                    "VGG16 weights (.h5/.weights.h5).")
-flags.DEFINE_enum("format", None, list(FORMATS), "Weights format; default from the file suffix "
-                  "(.h5: keras, else torchvision).")
-flags.DEFINE_string("output", None, "Directory for the orbax checkpoint (must not exist).")
-flags.DEFINE_bool("verbose", False, "On failure, print the full traceback, not only the message.")
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags; defined only when the module runs, so importing it registers none."""
+  flags.DEFINE_enum("arch", None, sorted(ARCHS), "Backbone architecture.")
+  flags.DEFINE_string("input", None, "torchvision state dict (.pth/.pt/.safetensors/.npz) or "
+                      "Keras VGG16 weights (.h5/.weights.h5).")
+  flags.DEFINE_enum("format", None, list(FORMATS), "Weights format; default from the file "
+                    "suffix (.h5: keras, else torchvision).")
+  flags.DEFINE_string("output", None, "Directory for the orbax checkpoint (must not exist).")
+  flags.DEFINE_bool("verbose", False, "On failure, print the full traceback, not only the "
+                    "message.")
+  flags.mark_flags_as_required(["arch", "input", "output"])
 
 
 def run(arch: str, input_path: str, output: str, fmt: str | None = None) -> str:
@@ -291,5 +297,5 @@ def main(_):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["arch", "input", "output"])
+  define_flags()
   app.run(main)

@@ -1,27 +1,18 @@
 """The optimizer against a direct implementation of Caffe's SGDSolver on the summed loss."""
 
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ppool_jax import configs
 from ppool_jax.models import VGG16Seg
 from ppool_jax.train.caffe import CaffeSolver, map_summed_solver, param_multipliers
 from ppool_jax.train.config import base_config
 from ppool_jax.train.optim import effective_solver, make_optimizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def _config(name, arg):
-  spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "experiments", "configs",
-                                                                    name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return configs.get_config(name, arg)
 
 
 # Caffe multipliers written out per leaf, as a prototxt would give them (not via our rules).
@@ -96,7 +87,7 @@ def test_mean_loss_step_equals_caffes_step_on_the_summed_loss():
 def test_paper_recipe_keeps_weights_under_zero_gradient_as_caffe_does():
   # The defect this guards against: mapping the lr (x P) but not the decay (/ P) shrank a
   # backbone weight to 0.36 in 1,000 steps and a side-branch bias from 20 to 0.85.
-  cfg = _config("table1.py", "voc_aug,vgg16,p")
+  cfg = _config("table1", "voc_aug,vgg16,p")
   solver = effective_solver(cfg)
   p_pixels = 321 * 321 * 10
   assert solver.base_lr == pytest.approx(2e-7 * p_pixels)
@@ -149,7 +140,7 @@ def test_bad_settings_are_clear_errors():
 
 def test_table45_recipes_follow_their_pipelines():
   # DeepLab-LargeFOV: 0.001, classifier at 0.01, x0.1 every 2000 iterations, batch 20.
-  cfg = _config("table45.py", "deeplab_largefov,voc_aug,p")
+  cfg = _config("table45", "deeplab_largefov,voc_aug,p")
   solver = effective_solver(cfg)
   lr, _ = param_multipliers({"fc8": {"kernel": 0, "bias": 0}, "fc7": {"kernel": 0}}, solver)
   assert solver.base_lr * lr["fc8"]["kernel"] == pytest.approx(0.01)
@@ -159,13 +150,13 @@ def test_table45_recipes_follow_their_pipelines():
   assert [float(sched(s)) for s in (1999, 2000, 4000)] == pytest.approx([1e-3, 1e-4, 1e-5])
   assert (cfg.global_batch_size, cfg.total_steps, cfg.loss.normalization) == (20, 6000, "valid")
   # FCN-8s: 1e-14 on the summed loss of one whole image, momentum 0.99, mapped exactly.
-  cfg = _config("table45.py", "fcn8s,voc_aug,max")
+  cfg = _config("table45", "fcn8s,voc_aug,max")
   solver = effective_solver(cfg)
   assert solver.base_lr == pytest.approx(1e-14 * 500 * 500)
   assert solver.weight_decay == pytest.approx(5e-4 / (500 * 500))
   assert solver.momentum == 0.99 and cfg.loss.normalization == "batch_pixels"
   # DeepLabv3: poly from 0.007, 30K iterations, batch 16, crop 513, BatchNorm trained.
-  cfg = _config("table45.py", "deeplabv3,voc_aug,p")
+  cfg = _config("table45", "deeplabv3,voc_aug,p")
   assert (cfg.optim.name, cfg.optim.learning_rate, cfg.optim.schedule) == ("sgd", 7e-3, "poly")
   assert (cfg.total_steps, cfg.global_batch_size, cfg.dataset.crop_size) == (30_000, 16, 513)
   assert not cfg.model.frozen_bn

@@ -78,6 +78,7 @@ def test_paired_interval_is_a_t_interval():
   assert runner.summary([1.0, float("nan"), 3.0]) == (2.0, pytest.approx(np.sqrt(2)), 2)
 
 
+@pytest.mark.slow  # pretraining + fine-tuning, end to end
 def test_few_steps_of_the_protocol(tmp_path):
   runs = str(tmp_path)
   pc = _small(finetune_detail.pretrain_config())

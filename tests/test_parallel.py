@@ -104,6 +104,7 @@ def test_a_checkpoint_resumes_in_the_other_parallel_mode(tmp_path, first, second
   chex.assert_trees_all_close(switched.params, straight.params, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # two processes, distributed JAX
 @pytest.mark.parametrize("mode", ["pmap", "mesh"])
 def test_two_processes_hold_identical_parameters(tmp_path, mode):
   with socket.socket() as s:

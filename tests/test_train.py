@@ -96,6 +96,7 @@ def _saved_steps(workdir):
   return sorted(int(n) for n in names if n.isdigit())  # not orbax's in-progress tmp dirs
 
 
+@pytest.mark.slow  # three CLI trainings in subprocesses
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   subprocess.run(_train_cmd(full), check=True, env=_env(), capture_output=True)
@@ -124,20 +125,16 @@ def test_schedules():
   assert float(sched(5000)) == pytest.approx(0.5 ** 0.9, rel=1e-5)
 
 
-CONFIGS = [("synthetic_demo.py", None), ("table1.py", "voc_aug,vgg16,p"),
-           ("table1.py", "cityscapes,resnet50,strided_c"), ("table1.py", "ade20k,vgg16,all_c"),
-           ("table45.py", "deeplab_largefov,voc_aug,p"), ("table45.py", "fcn8s,ade20k,max"),
-           ("table45.py", "deeplabv3,voc_aug,p"), ("table6.py", "pool3"), ("table6.py", "all_max")]
+CONFIGS = [("synthetic_demo", None), ("table1", "voc_aug,vgg16,p"),
+           ("table1", "cityscapes,resnet50,strided_c"), ("table1", "ade20k,vgg16,all_c"),
+           ("table45", "deeplab_largefov,voc_aug,p"), ("table45", "fcn8s,ade20k,max"),
+           ("table45", "deeplabv3,voc_aug,p"), ("table6", "pool3"), ("table6", "all_max")]
 
 
 @pytest.mark.parametrize("name,arg", CONFIGS)
 def test_configs_build_their_model(name, arg):
-  from ml_collections import config_flags  # noqa: F401  (loads config files like the CLI)
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "experiments", "configs", name))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  cfg = module.get_config(arg) if arg else module.get_config()
+  from ppool_jax import configs
+  cfg = configs.get_config(name, arg)
   assert isinstance(cfg, ml_collections.ConfigDict)
   net = model_from_config(cfg)
   x = jnp.zeros((1, 64, 64, 3))

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-IGNORE = 255
+from ppool_jax.labels import IGNORE
 
 
 class DatasetError(ValueError):

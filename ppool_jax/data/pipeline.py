@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-IGNORE = 255
+from ppool_jax.labels import IGNORE
+
 IMAGENET_MEAN = (123.675, 116.28, 103.53)   # torchvision's, in 0..255: pretrained weights expect it
 IMAGENET_STD = (58.395, 57.12, 57.375)
 # Caffe's VGG16 / FCN / DeepLab / HED preprocessing: BGR, 0-255, minus the ImageNet mean in BGR.

@@ -6,11 +6,16 @@
 
 from absl import app, flags
 
-flags.DEFINE_enum("dataset", None, ["voc_aug", "cityscapes", "ade20k"], "Dataset to prepare.")
-flags.DEFINE_string("manual_dir", None, "The extracted dataset folder (see ppool_jax.data.folders).")
-flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "Where TFDS writes the prepared data.")
-flags.mark_flags_as_required(["dataset", "manual_dir"])
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags; defined only when the module runs, so importing it registers none."""
+  flags.DEFINE_enum("dataset", None, ["voc_aug", "cityscapes", "ade20k"], "Dataset to prepare.")
+  flags.DEFINE_string("manual_dir", None,
+                      "The extracted dataset folder (see ppool_jax.data.folders).")
+  flags.DEFINE_string("data_dir", "~/tensorflow_datasets", "Where TFDS writes the prepared data.")
+  flags.mark_flags_as_required(["dataset", "manual_dir"])
 
 
 def main(_):
@@ -24,4 +29,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

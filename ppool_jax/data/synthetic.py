@@ -21,9 +21,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ppool_jax.labels import IGNORE
+
 CLASSES = ("background", "blob", "pole", "texture", "wire", "small_object")
 NUM_CLASSES = len(CLASSES)
-IGNORE = 255
 # Classes whose pixels form the "small structure" mask of the detail metrics.
 DETAIL_CLASSES = (2, 4, 5)
 

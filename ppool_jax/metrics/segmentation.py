@@ -49,7 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-IGNORE = 255
+from ppool_jax.labels import IGNORE
+
 PROTOCOLS = ("label", "void_band")
 
 

@@ -1,10 +1,31 @@
-"""Training: ``python -m ppool_jax.train --config experiments/configs/<name>.py --workdir DIR``."""
+"""Training: ``python -m ppool_jax.train --config NAME[:ARG] --workdir DIR`` (configs in
+:mod:`ppool_jax.configs`, or a config file path).
 
-from ppool_jax.train.config import base_config, summed_lr_to_mean_lr
-from ppool_jax.train.loop import NonFiniteTrainingError, model_from_config, train
-from ppool_jax.train.runs import IncompatibleRunError, LoadedRun, load_run
-from ppool_jax.train.steps import TrainState, make_eval_step, make_train_step
+The names below are imported on first use, so ``import ppool_jax.train.steps`` (or
+``.config``) does not load the input pipeline, PIL or orbax.
+"""
 
-__all__ = ["IncompatibleRunError", "LoadedRun", "NonFiniteTrainingError", "TrainState",
-           "base_config", "load_run", "make_eval_step", "make_train_step", "model_from_config",
-           "summed_lr_to_mean_lr", "train"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "base_config": "config", "summed_lr_to_mean_lr": "config",
+    "NonFiniteTrainingError": "loop", "model_from_config": "loop", "train": "loop",
+    "IncompatibleRunError": "runs", "LoadedRun": "runs", "load_run": "runs",
+    "TrainState": "steps", "make_eval_step": "steps", "make_train_step": "steps",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+  if name in _EXPORTS:
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(set(globals()) | set(_EXPORTS))

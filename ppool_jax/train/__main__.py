@@ -1,5 +1,7 @@
-"""Entry point: python -m ppool_jax.train --config experiments/configs/<name>.py --workdir DIR
+"""Entry point: python -m ppool_jax.train --config NAME[:ARG] --workdir DIR
 
+``--config`` is a package config name (``synthetic_demo``, ``table1:voc_aug,vgg16,p``, ...;
+see :mod:`ppool_jax.configs`) or the path of a config file (``experiments/configs/x.py``).
 Config fields are overridable from the command line (``--config.model.pooling=max``).
 Multi-host: pass ``--config.distributed.coordinator_address=host:port``,
 ``--config.distributed.num_processes`` and ``--config.distributed.process_id`` (or set them
@@ -7,12 +9,16 @@ in the config); each process then reads its own shard of every batch.
 """
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file (experiments/configs).")
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.csv, tensorboard/.")
-flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The CLI's flags; defined only when the module runs, so importing it registers none."""
+  from ppool_jax.configs import define_config_flag
+  define_config_flag("config")
+  flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.csv, tensorboard/.")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(_):
@@ -29,4 +35,5 @@ def main(_):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -1,6 +1,6 @@
 """The training configuration: defaults every experiment config starts from.
 
-Experiment files under ``experiments/configs/`` call ``base_config()`` and override
+Config files (``ppool_jax/configs/``, ``experiments/configs/``) call ``base_config()`` and override
 fields; every field can also be overridden on the command line
 (``--config.model.pooling=max``). Each default says where it comes from: **[paper]**
 (Wei et al. 2019, §4.1), **[caffe]** (Caffe's behaviour, which the paper's implementation

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ppool_jax.data.pipeline import IGNORE
+from ppool_jax.labels import IGNORE
 from ppool_jax.metrics import segmentation_counts
 from ppool_jax.train.diagnostics import alpha_perturbations, alpha_stats
 

@@ -1,6 +1,6 @@
 """Table 6: P-pooling in one VGG16 stage at a time (VOC), against all-max and all-P.
 
-  python -m ppool_jax.train --config experiments/configs/table6.py:pool3 ...
+  python -m ppool_jax.train --config table6:pool3 ...
 
 Argument: pool1 .. pool5, all_max or all_p.
 """

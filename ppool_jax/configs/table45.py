@@ -1,6 +1,6 @@
 """Tables 4-5: the state-of-the-art pipelines with and without P-pooling.
 
-  python -m ppool_jax.train --config experiments/configs/table45.py:deeplab_largefov,voc_aug,p ...
+  python -m ppool_jax.train --config table45:deeplab_largefov,voc_aug,p ...
 
 Argument: ``pipeline,dataset,pooling`` with pipeline in deeplab_largefov (VGG16-20M, as in
 the paper) | fcn8s (VGG16; the paper used InceptionV2-BN) | deeplabv3 (ResNet-50; the paper

@@ -1,6 +1,6 @@
 """Table 1 of the paper: one cell per run.
 
-  python -m ppool_jax.train --config experiments/configs/table1.py:voc_aug,vgg16,p --workdir runs/t1
+  python -m ppool_jax.train --config table1:voc_aug,vgg16,p --workdir runs/t1
 
 Argument: ``dataset,backbone,method`` with dataset in voc_aug | cityscapes | ade20k,
 backbone in vgg16 | resnet50 and method in max | avg | strided_c | all_c | gated | dpp | p.

@@ -1,0 +1,183 @@
+"""Input pipeline: augmentation, deterministic resumable batching for pmap, evaluation.
+
+Sources are random-access (``len`` and ``[i] -> {"image" uint8 (H, W, 3), "label" uint8
+(H, W)}``): ``SyntheticSource``, ``FolderSource`` or a ``tfds.data_source``. The batch
+for training step ``s`` is a pure function of ``(seed, s)``: the sample order is a
+per-epoch permutation seeded by ``(seed, epoch)`` and each sample's augmentation is
+seeded by ``(seed, s, i)``. Resuming at step ``s`` therefore needs no iterator state
+in the checkpoint and yields exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from ppool_jax.labels import IGNORE
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)   # torchvision's, in 0..255: pretrained weights expect it
+IMAGENET_STD = (58.395, 57.12, 57.375)
+# Caffe's VGG16 / FCN / DeepLab / HED preprocessing: BGR, 0-255, minus the ImageNet mean in BGR.
+CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+PREPROCESSING = ("imagenet", "caffe")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Training augmentation (paper §4.1 follows the usual DeepLab recipe)."""
+  crop_size: tuple[int, int] = (64, 64)
+  scale_range: tuple[float, float] = (0.5, 2.0)
+  flip: bool = True
+  mean: tuple[float, float, float] = IMAGENET_MEAN
+  std: tuple[float, float, float] = IMAGENET_STD
+  ignore_label: int = IGNORE
+  # "imagenet": RGB, (x - mean) / std (torchvision weights); "caffe": BGR, 0-255, minus
+  # CAFFE_MEAN_BGR (Caffe-trained weights: the paper's models, HED). ``mean``/``std`` apply
+  # to "imagenet" only.
+  preprocessing: str = "imagenet"
+
+  def __post_init__(self):
+    if self.preprocessing not in PREPROCESSING:
+      raise ValueError(f"unknown preprocessing {self.preprocessing!r}; choose from "
+                       f"{PREPROCESSING}.")
+
+  @property
+  def fill_rgb(self) -> tuple[float, float, float]:
+    """The colour that normalises to 0 (used to pad crops)."""
+    return tuple(reversed(CAFFE_MEAN_BGR)) if self.preprocessing == "caffe" else self.mean
+
+
+def normalize(image: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+  """``uint8 (..., 3)`` RGB -> the network's ``float32`` input (``cfg.preprocessing``)."""
+  x = image.astype(np.float32)
+  if cfg.preprocessing == "caffe":
+    return x[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, np.float32)
+  return (x - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+
+
+def _resize(image: np.ndarray, label: np.ndarray, scale: float):
+  h, w = label.shape
+  size = (max(1, round(w * scale)), max(1, round(h * scale)))
+  image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+  label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+  return image, label
+
+
+def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+            cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+  """Random scale, crop (padding with the mean colour / ignore label) and flip.
+
+  Returns a normalised ``float32 (crop_h, crop_w, 3)`` image and ``int32`` label.
+  """
+  if image.shape[:2] != label.shape:
+    raise ValueError(f"augment: image {image.shape[:2]} and label {label.shape} sizes differ.")
+  lo, hi = cfg.scale_range
+  image, label = _resize(image, label, rng.uniform(lo, hi))
+  ch, cw = cfg.crop_size
+  h, w = label.shape
+  ph, pw = max(ch - h, 0), max(cw - w, 0)
+  if ph or pw:
+    mean = np.round(np.asarray(cfg.fill_rgb)).astype(np.uint8)
+    padded = np.empty((h + ph, w + pw, 3), np.uint8)
+    padded[:] = mean
+    padded[:h, :w] = image
+    image = padded
+    label = np.pad(label, ((0, ph), (0, pw)), constant_values=cfg.ignore_label)
+  y0 = rng.integers(0, label.shape[0] - ch + 1)
+  x0 = rng.integers(0, label.shape[1] - cw + 1)
+  image, label = image[y0:y0 + ch, x0:x0 + cw], label[y0:y0 + ch, x0:x0 + cw]
+  if cfg.flip and rng.random() < 0.5:
+    image, label = image[:, ::-1], label[:, ::-1]
+  return normalize(image, cfg), label.astype(np.int32)
+
+
+class TrainLoader:
+  """Deterministic, resumable training batches shaped for ``pmap``.
+
+  ``loader.batch(step)`` returns ``{"image": (D, b, h, w, 3) float32, "label": (D, b, h, w)
+  int32}`` where ``D`` is the number of local devices and ``b = global_batch_size /
+  (process_count * D)``. With several processes (multi-host) each reads only its own
+  contiguous share of the global batch.
+  """
+
+  def __init__(self, source, *, global_batch_size: int, num_devices: int, seed: int,
+               cfg: AugmentConfig, process_index: int = 0, process_count: int = 1,
+               num_workers: int = 4):
+    per_process, rem = divmod(global_batch_size, process_count)
+    if rem or per_process % num_devices:
+      raise ValueError(f"global batch {global_batch_size} must divide into {process_count} "
+                       f"processes x {num_devices} devices.")
+    if len(source) == 0:
+      raise ValueError("TrainLoader: the source is empty.")
+    self.source, self.cfg, self.seed = source, cfg, seed
+    self.global_batch_size, self.num_devices = global_batch_size, num_devices
+    self.per_process = per_process
+    self.offset = process_index * per_process
+    self._perm_epoch, self._perm = None, None
+    self._pool = ThreadPoolExecutor(num_workers) if num_workers > 1 else None
+
+  def _index(self, position: int) -> int:
+    epoch, pos = divmod(position, len(self.source))
+    if epoch != self._perm_epoch:
+      self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
+      self._perm_epoch = epoch
+    return int(self._perm[pos])
+
+  def _sample(self, index: int, step: int, i: int):
+    ex = self.source[index]
+    rng = np.random.default_rng([self.seed, 1, step, i])
+    return augment(np.asarray(ex["image"]), np.asarray(ex["label"]), rng, self.cfg)
+
+  def batch(self, step: int) -> dict[str, np.ndarray]:
+    # Indices are resolved in order (the permutation cache is not thread-safe), then
+    # examples are decoded and augmented in parallel.
+    jobs = [(self._index(step * self.global_batch_size + i), step, i)
+            for i in range(self.offset, self.offset + self.per_process)]
+    run = self._pool.map if self._pool else map
+    samples = list(run(lambda job: self._sample(*job), jobs))
+    shape = (self.num_devices, self.per_process // self.num_devices)
+    images = np.stack([s[0] for s in samples]).reshape(shape + samples[0][0].shape)
+    labels = np.stack([s[1] for s in samples]).reshape(shape + samples[0][1].shape)
+    return {"image": images, "label": labels}
+
+  def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    step = start_step
+    while True:
+      yield self.batch(step)
+      step += 1
+
+
+def eval_batches(source, num_devices: int, cfg: AugmentConfig, multiple: int = 1,
+                 limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Full-resolution evaluation batches of one image per device.
+
+  Images are padded (normalised 0 / ignore label) to the group's largest size rounded
+  up to ``multiple``; the last group is completed with fully ignored images so every
+  device gets one. Yields ``image (D, 1, H, W, 3)``, ``label (D, 1, H, W)`` and ``valid
+  (D, 1, H, W)`` bool, True on the image's own pixels and False on padding and filler
+  images: the metrics take it (``segmentation_counts(valid=)``) so that padding, unlike a
+  real ignore region such as VOC's void band, is never scored, void or a boundary.
+  """
+  n = len(source) if limit is None else min(limit, len(source))
+  for start in range(0, n, num_devices):
+    items = [source[i] for i in range(start, min(start + num_devices, n))]
+    h = max(np.asarray(it["label"]).shape[0] for it in items)
+    w = max(np.asarray(it["label"]).shape[1] for it in items)
+    h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    images = np.zeros((num_devices, 1, h, w, 3), np.float32)
+    labels = np.full((num_devices, 1, h, w), cfg.ignore_label, np.int32)
+    valid = np.zeros((num_devices, 1, h, w), bool)
+    for d, it in enumerate(items):
+      lab = np.asarray(it["label"])
+      img = np.asarray(it["image"])
+      if img.shape[:2] != lab.shape:
+        raise ValueError(f"eval: image {img.shape[:2]} and label {lab.shape} sizes differ "
+                         f"(example {start + d}).")
+      images[d, 0, :lab.shape[0], :lab.shape[1]] = normalize(img, cfg)
+      labels[d, 0, :lab.shape[0], :lab.shape[1]] = lab
+      valid[d, 0, :lab.shape[0], :lab.shape[1]] = True
+    yield {"image": images, "label": labels, "valid": valid}

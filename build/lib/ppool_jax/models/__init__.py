@@ -1,0 +1,30 @@
+"""Segmentation models of the paper with per-stage swappable pooling."""
+
+from ppool_jax.models.common import STRIDE_IN_CONV, count_params, stage_poolings
+from ppool_jax.models.resnet import ASPP, DeepLabV3, ResNet50Backbone, ResNet50Seg
+from ppool_jax.models.vgg import DeepLabLargeFOV, FCN8s, VGG16Backbone, VGG16Seg
+
+MODELS = {
+    "vgg16_seg": VGG16Seg,
+    "resnet50_seg": ResNet50Seg,
+    "deeplab_largefov": DeepLabLargeFOV,
+    "fcn8s": FCN8s,
+    "deeplabv3": DeepLabV3,
+}
+# Output stride of each model's backbone (its logits are upsampled to the input size).
+OUTPUT_STRIDES = {"vgg16_seg": 16, "resnet50_seg": 32, "deeplab_largefov": 16, "fcn8s": 8,
+                  "deeplabv3": 16}
+NUM_POOLING_STAGES = {"vgg16_seg": 5, "resnet50_seg": 4, "deeplab_largefov": 5, "fcn8s": 5,
+                      "deeplabv3": 4}
+
+
+def build_model(name: str, num_classes: int, **kwargs):
+  """``MODELS[name](num_classes=..., **kwargs)`` with a clear error for unknown names."""
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}.")
+  return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+__all__ = ["ASPP", "DeepLabLargeFOV", "DeepLabV3", "FCN8s", "MODELS", "NUM_POOLING_STAGES",
+           "OUTPUT_STRIDES", "ResNet50Backbone", "ResNet50Seg", "STRIDE_IN_CONV", "VGG16Backbone",
+           "VGG16Seg", "build_model", "count_params", "stage_poolings"]

@@ -1,0 +1,13 @@
+"""Flax modules: pooling units (P-pooling and baselines) and optimizer helpers."""
+
+from ppool_jax.nn.optim import side_branch_labels, with_side_branch_lr
+from ppool_jax.nn.pooling import (POOLINGS, AvgPool, DPPool, GatedPool, LpPool, MaxPool,
+                                  MixedPool, PFixedPool, PPool, SoftPool, StridedConvPool,
+                                  make_pool)
+from ppool_jax.nn.side_branch import SIDE_BRANCH, DepthwiseConv, PReLU, SideBranch
+
+__all__ = [
+    "POOLINGS", "SIDE_BRANCH", "AvgPool", "DepthwiseConv", "DPPool", "GatedPool", "LpPool",
+    "MaxPool", "MixedPool", "PFixedPool", "PPool", "PReLU", "SideBranch", "SoftPool",
+    "StridedConvPool", "make_pool", "side_branch_labels", "with_side_branch_lr",
+]

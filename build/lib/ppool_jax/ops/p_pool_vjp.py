@@ -1,0 +1,191 @@
+"""The forward and backward passes of :func:`ppool_jax.ops.p_pool` (a ``jax.custom_vjp``).
+
+Eq. 1 with weights relative to the window maximum ``top`` (every term in ``[0, 1]``),
+Eq. 3 and Eq. 4 in the same form; see ``p_pool``'s docstring for the conventions.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from ppool_jax.ops.windows import (WindowGeometry, fold, from_pixel_grid, masked, pad_windows,
+                                   pixel_memberships, to_pixel_grid, window_members,
+                                   window_to_pixels)
+
+
+def compute_dtype(dtype):
+  """The dtype p_pool computes in: at least float32."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+# How the passes are laid out (for speed and memory, not for the math):
+# * Every pass over a window's members is one elementwise loop with a single output
+#   (XLA:CPU materialises any exp/log that feeds two loops: one array per member).
+#   Passes that share inputs would be merged by XLA's common-subexpression pass, so
+#   each pass gets its own ``tag``: the (never selected) fill value of its log guard.
+#   Measured (3x3/2 on (8, 128, 128, 64), fwd+bwd temp memory): 65 MiB with distinct tags,
+#   205 MiB with one tag for all passes (max_pool: 167 MiB).
+# * The input gradient is computed per pixel (``pixel_memberships``): each pixel's
+#   term for each window it belongs to, with the per-window statistics shifted and
+#   repeated onto the pixel grid. No scatter, no per-member arrays.
+
+
+def _top_log(top):
+  """``log(top)``, ``-inf`` for an all-zero window."""
+  return jnp.where(top > 0, jnp.log(jnp.where(top > 0, top, 1)), -jnp.inf)
+
+
+def _weight(z, a, top, log_top, tag):
+  """``(z / top)^a`` with the conventions of the docstring: exactly 1 at the maximum,
+  0 at a zero member unless ``a = 0`` or the window is all zero.
+
+  The maximum's weight is set to 1, not computed: the loops that recompute a weight must
+  agree exactly (two loops' ``log`` may differ in the last bit, and ``a = 1e6`` turns
+  that bit into a percent). Returns ``(pos, log(z / top) or 0, e)``.
+  """
+  pos = z > 0
+  log_r = jnp.where(pos, jnp.log(jnp.where(pos, z, tag)) - log_top, 0.0)
+  e = jnp.where(z == top, 1.0, jnp.where(
+      pos, jnp.exp(a * log_r), jnp.where((a == 0) | (log_top == -jnp.inf), 1.0, 0.0)))
+  return pos, log_r, e
+
+
+class _Windows:
+  """A window's members (strided slices of output shape, see ``window_members``),
+  their shift (Eq. 2), the shifted window maximum ``top`` and its ``log``."""
+
+  def __init__(self, x: jax.Array, geom: WindowGeometry, mode: str | None, low=None,
+               top=None, log_top=None):
+    self.members, self.masks = window_members(x, geom)
+    if low is not None:
+      self.low = low
+    elif mode == "window":
+      self.low = fold(jnp.minimum, masked(self.members, self.masks, jnp.inf))
+    elif mode == "map":  # (*batch, 1, ..., 1, C): broadcasts against every offset
+      self.low = jnp.min(x, axis=_spatial_axes(x, geom), keepdims=True)
+    else:
+      self.low = None
+    if top is None:
+      hi = fold(jnp.maximum, masked(self.members, self.masks, -jnp.inf))
+      top = hi if self.low is None else hi - self.low
+      log_top = _top_log(top)
+    self.top, self.log_top = top, log_top
+
+  def terms(self, a, tag):
+    """Per member: ``(z, pos, log(z / top), weight)``, weight 0 at padding."""
+    out = []
+    for v, mask in zip(self.members, self.masks):
+      z = v if self.low is None else v - self.low
+      pos, log_r, e = _weight(z, a, self.top, self.log_top, tag)
+      out.append((z, pos, log_r, e if mask is None else jnp.where(mask, e, 0.0)))
+    return out
+
+
+def _spatial_axes(x, geom: WindowGeometry) -> tuple[int, ...]:
+  nb = x.ndim - geom.ndim - 1
+  return tuple(range(nb, nb + geom.ndim))
+
+
+def _shift_back(f, win):
+  return f if win.low is None else f + win.low
+
+
+def _forward(x, alpha, geom, mode):
+  """Eq. 1 (Eq. 2 with a shift): ``(y, f, windows)``, ``f`` the pooled shifted values."""
+  cdt = compute_dtype(x.dtype)
+  win = _Windows(x.astype(cdt), geom, mode)
+  terms = win.terms(alpha.astype(cdt), tag=1.0)
+  f = fold(jnp.add, [e * z for z, _, _, e in terms]) / fold(jnp.add, [e for *_, e in terms])
+  return _shift_back(f, win).astype(x.dtype), f, win
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def p_pool_core(x, alpha, geom, mode):
+  return _forward(x, alpha, geom, mode)[0]
+
+
+def _p_pool_fwd(x, alpha, geom, mode):
+  y, f, win = _forward(x, alpha, geom, mode)
+  # Residuals are output-sized (no per-member arrays) and stay in the compute dtype:
+  # the bfloat16 output is too coarse for the (x_i - y) differences of Eq. 3. sum_i e_i is
+  # recomputed in the backward pass: stored, XLA:CPU would store every e_i with it.
+  low = win.low if mode == "map" else None
+  return y, (x, alpha, f, win.top, win.log_top, low)
+
+
+def _p_pool_bwd(geom, mode, res, ct):
+  x, alpha, f, top, log_top, map_low = res
+  cdt = f.dtype
+  xc = x.astype(cdt)
+  a = alpha.astype(cdt)
+  win = _Windows(xc, geom, mode, low=map_low, top=top, log_top=log_top)
+  inv_s0 = 1.0 / fold(jnp.add, [e for *_, e in win.terms(a, tag=2.0)])  # s0 >= 1 (max: 1)
+  k = ct.astype(cdt) * inv_s0
+  # Eq. 4: dy/da = sum_i w_i (z_i - f) log(z_i / top), zero members' terms 0.
+  g_alpha = k * fold(jnp.add, [e * ((z - f) * log_r) for z, _, log_r, e in win.terms(a, tag=4.0)])
+  g_alpha = _sum_to_shape(g_alpha, alpha.shape)
+  # Eq. 3: df/dz_i = w_i (1 + a (z_i - f) / z_i), w_i = e_i / s0. At z_i = 0 only the
+  # a = 1 term survives: -f / (top * s0) (0 < a < 1 takes the documented convention 0).
+  at_zero = jnp.where((a == 1) & (top > 0), -f * inv_s0 / jnp.where(top > 0, top, 1), 0.0)
+  stats = [a, top, log_top, f, k, ct.astype(cdt) * at_zero]
+  if mode == "window":
+    # Eq. 2 adds min R back: the window minimum gets 1 - sum_i df/dz_i, split
+    # between tied minima.
+    dz = []
+    for (z, pos, _, e), mask in zip(win.terms(a, tag=5.0), win.masks):
+      d = jnp.where(pos, (e + (a * e) * (z - f) / jnp.where(pos, z, 1)) * inv_s0,
+                    e * inv_s0 + at_zero)
+      dz.append(d if mask is None else jnp.where(mask, d, 0.0))
+    sum_dz = fold(jnp.add, dz)
+    is_min = [(v == win.low) if mk is None else (v == win.low) & mk
+              for v, mk in zip(win.members, win.masks)]
+    n_min = fold(jnp.add, [b.astype(cdt) for b in is_min])
+    stats += [win.low, ct.astype(cdt) * (1.0 - sum_dz) / n_min]
+  gx = _pixel_gradient(xc, geom, stats, map_low)
+  if mode == "map":
+    # The map minimum enters every window of its image and channel: it gets
+    # sum over windows of ct (1 - sum_i df/dz_i) = sum(ct) - sum(gx), to the map's
+    # argmin (split between ties).
+    axes = _spatial_axes(xc, geom)
+    rest = (jnp.sum(ct.astype(cdt), axis=axes, keepdims=True)
+            - jnp.sum(gx, axis=axes, keepdims=True))
+    is_min = (xc == map_low).astype(cdt)
+    gx = gx + is_min * (rest / jnp.sum(is_min, axis=axes, keepdims=True))
+  return gx.astype(x.dtype), g_alpha.astype(alpha.dtype)
+
+
+def _pixel_gradient(xc, geom, stats, map_low):
+  """``sum over (window, member) of ct * df/dz`` on the input, as one fused per-pixel
+  loop: each pixel adds its term for every window it belongs to.
+
+  ``stats`` are per-window ``[a, top, log top, f, ct / s0, ct * (term at z = 0)]`` and, for
+  ``shift="window"``, ``[window minimum, its cotangent share]``.
+  """
+  xp = to_pixel_grid(xc, geom)
+  if map_low is not None:
+    xp = xp - map_low
+  gx = 0.0
+  stats = [pad_windows(v, geom) for v in stats]
+  for q, mask in pixel_memberships(geom):
+    a, top, log_top, f, k, at_zero, *win_min = [window_to_pixels(v, geom, q) for v in stats]
+    z = xp - win_min[0] if win_min else xp
+    pos, _, e = _weight(z, a, top, log_top, tag=6.0)
+    # (a * e) first: at a huge alpha a non-maximal e is 0 and a * (z - f) / z overflows.
+    g = jnp.where(pos, k * (e + (a * e) * (z - f) / jnp.where(pos, z, 1)), e * k + at_zero)
+    if win_min:
+      g = g + jnp.where(z == 0, win_min[1], 0.0)
+    gx = gx + jnp.where(mask, g, 0.0)
+  return from_pixel_grid(gx, geom)
+
+
+def _sum_to_shape(g: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """Sums a broadcast gradient back to the shape of the broadcast operand."""
+  g = g.sum(axis=tuple(range(g.ndim - len(shape))))
+  axes = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
+  return g.sum(axis=axes, keepdims=True).reshape(shape)
+
+
+p_pool_core.defvjp(_p_pool_fwd, _p_pool_bwd)

@@ -1,0 +1,100 @@
+"""Builds the train and eval sources of a config, with a clear error when data is missing."""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource, TrainLoader
+from ppool_jax.data.folders import get_spec
+from ppool_jax.data.synthetic import SYNTHETIC_NAMES, synthetic_spec
+
+
+class MissingDataError(FileNotFoundError):
+  pass
+
+
+def num_classes(cfg: ml_collections.ConfigDict) -> int:
+  return len(class_names(cfg))
+
+
+def class_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The dataset's class names (``class_<k>`` where the dataset names none)."""
+  name = cfg.dataset.name
+  if name in SYNTHETIC_NAMES:
+    return synthetic_spec(name).classes
+  spec = get_spec(name)
+  return spec.class_names or tuple(f"class_{k}" for k in range(spec.num_classes))
+
+
+def detail_classes(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """The classes ``detail_miou`` averages (empty: not reported)."""
+  name = cfg.dataset.name
+  return (synthetic_spec(name) if name in SYNTHETIC_NAMES else get_spec(name)).detail_classes
+
+
+def boundary_protocol(cfg: ml_collections.ConfigDict) -> str:
+  """The dataset's boundary-metric protocol ("void_band" for VOC, else "label")."""
+  d = cfg.dataset
+  return "label" if d.name in SYNTHETIC_NAMES else get_spec(d.name).boundary_protocol
+
+
+def order_seed(cfg: ml_collections.ConfigDict) -> int:
+  """The seed of the training sample order and augmentations: ``dataset.order_seed``, or
+  ``cfg.seed`` when it is -1 (the default). Separating it from the initialisation's seed lets
+  an experiment vary one of the two."""
+  seed = cfg.dataset.get("order_seed", -1)
+  if seed < -1:
+    raise ValueError(f"dataset.order_seed must be -1 (use the run's seed) or >= 0, got {seed}.")
+  return cfg.seed if seed == -1 else seed
+
+
+def train_loader(cfg: ml_collections.ConfigDict, source, num_devices: int, process_index: int = 0,
+                 process_count: int = 1) -> TrainLoader:
+  """The training loader of ``train``: global batch, :func:`order_seed`, augmentations."""
+  return TrainLoader(source, global_batch_size=cfg.global_batch_size, num_devices=num_devices,
+                     seed=order_seed(cfg), cfg=augment_config(cfg), process_index=process_index,
+                     process_count=process_count, num_workers=cfg.dataset.num_workers)
+
+
+def augment_config(cfg: ml_collections.ConfigDict) -> AugmentConfig:
+  d = cfg.dataset
+  return AugmentConfig(crop_size=(d.crop_size, d.crop_size), scale_range=tuple(d.scale_range),
+                       preprocessing=d.get("preprocessing", "imagenet"),
+                       flip=d.flip)
+
+
+def _check_root(d) -> None:
+  if d.reader == "folder":
+    if not d.root:
+      raise MissingDataError(
+          f"config.dataset.root is empty: {d.name} needs its extracted folder on disk "
+          f"(see README, 'Real datasets'); pass --config.dataset.root=/path/to/{d.name}.")
+    if not os.path.isdir(os.path.expanduser(d.root)):
+      raise MissingDataError(f"{d.name}: dataset folder not found: {d.root} (see README, "
+                             "'Real datasets').")
+  elif d.reader == "tfds":
+    if not d.data_dir:
+      raise MissingDataError(f"config.dataset.data_dir is empty: prepare {d.name} with "
+                             "`python -m ppool_jax.data.prepare` and pass its --data_dir.")
+  else:
+    raise ValueError(f"unknown dataset reader {d.reader!r}; choose folder or tfds.")
+
+
+def sources(cfg: ml_collections.ConfigDict):
+  """(train_source, eval_source) for the config's dataset."""
+  d = cfg.dataset
+  if d.name in SYNTHETIC_NAMES:
+    train = SyntheticSource(d.synthetic_train, d.synthetic_size, d.synthetic_seed, d.name)
+    # A disjoint seed: evaluation scenes are never seen in training.
+    evaluation = SyntheticSource(d.synthetic_eval, d.synthetic_size, d.synthetic_seed + 10_000,
+                                 d.name)
+    return train, evaluation
+  _check_root(d)
+  if d.reader == "folder":
+    root = os.path.expanduser(d.root)
+    return FolderSource(d.name, root, d.train_split), FolderSource(d.name, root, d.eval_split)
+  from ppool_jax.data.tfds_builders import TfdsSource
+  data_dir = os.path.expanduser(d.data_dir)
+  return TfdsSource(d.name, d.train_split, data_dir), TfdsSource(d.name, d.eval_split, data_dir)

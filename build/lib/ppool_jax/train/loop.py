@@ -1,0 +1,194 @@
+"""The training loop: data parallel (pmap or jit over a mesh), resume, periodic eval,
+logging, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from ppool_jax import convert
+from ppool_jax.data import eval_batches
+from ppool_jax.metrics import segmentation_scores
+from ppool_jax.nn.side_branch import SIDE_BRANCH
+from ppool_jax.train.checkpoints import Checkpoints
+from ppool_jax.train.diagnostics import side_branch_drift, side_branch_params
+from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_names,
+                                    detail_classes, num_classes, sources, train_loader)
+from ppool_jax.train.optim import make_optimizer
+from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
+from ppool_jax.train.runs import DTYPES, build_model, record_run  # noqa: F401  (DTYPES re-exported)
+from ppool_jax.train.steps import AXIS, TrainState
+from ppool_jax.train.writers import MetricWriter
+
+class NonFiniteTrainingError(RuntimeError):
+  pass
+
+
+def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
+  """``jax.distributed.initialize`` for multi-host runs (a coordinator address is set)."""
+  d = cfg.distributed
+  if d.coordinator_address and not jax.distributed.is_initialized():
+    jax.distributed.initialize(coordinator_address=d.coordinator_address,
+                               num_processes=d.num_processes, process_id=d.process_id)
+
+
+def model_from_config(cfg: ml_collections.ConfigDict):
+  """The training model of ``cfg`` (BatchNorm synchronised over the pmap axis under pmap;
+  under jit over a mesh the statistics are the global batch's already)."""
+  return build_model(cfg, num_classes(cfg),
+                     bn_axis_name=AXIS if cfg.get("parallel", "pmap") == "pmap" else None)
+
+
+def init_state(cfg, model, tx, image_shape) -> TrainState:
+  rng = jax.random.PRNGKey(cfg.seed)
+  init_rng, dropout_rng, train_rng = jax.random.split(rng, 3)
+  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  variables = jax.jit(lambda: model.init({"params": init_rng, "dropout": dropout_rng}, x))()
+  variables = {k: v for k, v in variables.items() if k != "intermediates"}
+  if cfg.model.pretrained:
+    path = os.path.expanduser(cfg.model.pretrained)
+    if not os.path.isdir(path):
+      raise FileNotFoundError(
+          f"pretrained weights not found: {cfg.model.pretrained}. Convert torchvision ImageNet "
+          f"weights with `python -m ppool_jax.convert --arch <vgg16|resnet50> --input <file> "
+          f"--output {cfg.model.pretrained}`, or pass --config.model.pretrained= to train from "
+          "scratch.")
+    variables = convert.merge_pretrained(variables, convert.restore(path), cfg.model.name)
+  params = variables.pop("params")
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                    opt_state=tx.init(params), rng=train_rng,
+                    nonfinite=jnp.zeros((), jnp.int32))
+
+
+def _side_branch_tree(params):
+  """``params`` pruned to the P-pooling side branches (device arrays stay on device)."""
+  flat = flax.traverse_util.flatten_dict(dict(params))
+  return flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if SIDE_BRANCH in k})
+
+
+def _initial_side_branch(workdir: str, state: TrainState, start: int) -> dict:
+  """The side branches' parameters at step 0 (``side_branch_init.npz`` in the workdir, written
+  by a fresh run and read back on resume), against which their drift is logged."""
+  path = os.path.join(workdir, "side_branch_init.npz")
+  if start and os.path.exists(path):  # a fresh start writes it anew
+    with np.load(path) as f:
+      return dict(f)
+  if start:
+    return {}  # a run from before this file existed: no drift (the initial values are gone)
+  init = {k: np.asarray(v) for k, v in side_branch_params(jax.device_get(state.params)).items()}
+  if jax.process_index() == 0:
+    if init:
+      os.makedirs(workdir, exist_ok=True)
+      np.savez(path, **init)
+    elif os.path.exists(path):
+      os.remove(path)  # left by an earlier start of this workdir with another model
+  return init
+
+
+def predict_with_alpha(model, state: TrainState, images) -> tuple[jax.Array, dict]:
+  """Eval-mode logits and the alpha map every P-pooling layer of the backbone sowed
+  (``{layer name: (B, h, w, C)}``; empty for models without P-pooling)."""
+  logits, inter = model.apply({"params": state.params, **state.model_state}, images,
+                              train=False, mutable=["intermediates"])
+  sown = inter.get("intermediates", {}).get("backbone", {})
+  return logits, {k: np.asarray(v["alpha"][0]) for k, v in sorted(sown.items()) if "alpha" in v}
+
+
+def evaluation_counts(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
+  """The summed metric counts of ``eval_source`` (``cfg.eval_limit`` images; one image per
+  device and batch). Padding carries a validity mask, so the counts do not depend on how
+  images of different sizes were batched, nor on the number of devices, for given
+  predictions (a model's predictions near the border may still see the padding through its
+  receptive field)."""
+  limit = None if cfg.eval_limit < 0 else cfg.eval_limit
+  totals = None
+  for batch in eval_batches(eval_source, num_devices, augment_config(cfg), multiple=1,
+                            limit=limit):
+    counts = runner.eval_counts(rstate, batch)
+    totals = counts if totals is None else jax.tree_util.tree_map(np.add, totals, counts)
+  return totals
+
+
+def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
+  """Scores of :func:`evaluation_counts`."""
+  return segmentation_scores(evaluation_counts(runner, rstate, eval_source, cfg, num_devices),
+                             class_names=class_names(cfg), detail_classes=detail_classes(cfg))
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict]:
+  """Trains (or resumes) a run in ``workdir``; returns the final state and eval scores."""
+  maybe_initialize_distributed(cfg)
+  # Before anything else: a workdir trained with an incompatible config stops here.
+  record_run(workdir, cfg, class_names(cfg))
+  process, nproc = jax.process_index(), jax.process_count()
+  num_devices = jax.local_device_count()
+  train_source, eval_source = sources(cfg)
+  aug = augment_config(cfg)
+  loader = train_loader(cfg, train_source, num_devices, process, nproc)
+  model = model_from_config(cfg)
+  tx = make_optimizer(cfg)
+  state = init_state(cfg, model, tx, aug.crop_size + (3,))
+  ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
+  start = ckpts.latest_step() or 0
+  if start:
+    state = ckpts.restore(start, jax.device_get(state))
+    logging.warning("resumed from step %d in %s", start, workdir)
+  runner = make_runner(cfg.get("parallel", "pmap"), model, tx, num_classes(cfg),
+                       cfg.loss.normalization, boundary_protocol(cfg),
+                       diagnostics=cfg.get("alpha_diagnostics", True))
+  rstate = runner.place(state)
+  writer = MetricWriter(workdir, enabled=process == 0)
+  drift_from = _initial_side_branch(workdir, state, start) if cfg.get(
+      "alpha_diagnostics", True) else {}
+  bar = tqdm(total=cfg.total_steps, initial=start, disable=process != 0 or not cfg.progress_bar,
+             desc="train", unit="step", dynamic_ncols=True)
+  scores: dict = {}
+  skipped = 0
+  t0, s0 = time.perf_counter(), start
+  try:
+    for step in range(start, cfg.total_steps):
+      rstate, metrics = runner.train_step(rstate, loader.batch(step))
+      done = step + 1
+      if not metrics["finite"]:
+        skipped += 1
+        nonfinite = int(metrics["nonfinite"])
+        logging.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
+                        done, nonfinite)
+        if nonfinite >= cfg.max_consecutive_nonfinite:
+          raise NonFiniteTrainingError(
+              f"{nonfinite} consecutive non-finite updates at step {done}: stopping. The last "
+              f"finite checkpoint (step {ckpts.latest_step()}) in {workdir} is intact; lower the "
+              "learning rate or check the data.")
+      bar.update(1)
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+      # Step 1 too: its forward pass (loss, alpha statistics) is the initial state's.
+      if done % cfg.log_every == 0 or done == cfg.total_steps or done == 1:
+        rate = (done - s0) / (time.perf_counter() - t0)
+        drift = side_branch_drift(side_branch_params(runner.to_host(
+            _side_branch_tree(rstate.params))), drift_from) if drift_from else {}
+        writer.write(done, "train", {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
+                                     "steps_per_second": rate, "skipped_updates": skipped,
+                                     **{k: v for k, v in metrics.items() if k.startswith("alpha/")},
+                                     **drift})
+      if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
+        ckpts.save(done, runner.to_host(rstate))
+      if done % cfg.eval_every == 0 or done == cfg.total_steps:
+        scores = evaluate(runner, rstate, eval_source, cfg, num_devices)
+        writer.write(done, "eval", scores)
+        if process == 0:
+          bar.write(f"step {done}: " + ", ".join(
+              f"{k}={v:.4f}" for k, v in scores.items()
+              if np.ndim(v) == 0 and not k.startswith("iou/")))
+  finally:
+    bar.close()
+    ckpts.close()
+    writer.close()
+  return runner.to_host(rstate), scores

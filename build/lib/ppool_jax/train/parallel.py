@@ -1,0 +1,120 @@
+"""Data parallelism, two ways: ``pmap`` (the project's original design) and ``jit`` over a
+``Mesh`` with ``NamedSharding`` (what JAX's parallelism guide recommends since ``pmap``
+went into maintenance in JAX 0.8).
+
+Both run the same step function (:func:`ppool_jax.train.steps.make_train_step`):
+
+* ``pmap``: per-device view, batch ``(devices, per_device, ...)``, explicit ``psum`` of
+  losses, gradients and valid-pixel counts over the axis ``"batch"``, BatchNorm statistics
+  synchronised through the model's ``bn_axis_name``.
+* ``mesh``: global view, one ``jit`` over a 1-D mesh with axis ``"batch"``; the batch is
+  sharded on its leading dim (``P("batch")``), parameters and optimizer state replicated
+  (``P()``); XLA inserts the reductions, and BatchNorm statistics are those of the global
+  batch by construction (no axis name). Multi-host: every process contributes its local
+  share (``jax.make_array_from_process_local_data``).
+
+Both take and give back the same host-side state, so one checkpoint format serves both and
+a run can resume in the other mode.
+"""
+
+from __future__ import annotations
+
+import flax
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ppool_jax.train.steps import AXIS, make_eval_step, make_train_step
+
+MODES = ("pmap", "mesh")
+
+
+def unreplicate(tree):
+  """The first device's copy (``flax.jax_utils.unreplicate`` keeps the device axis of
+  single-device pmap outputs)."""
+  return jax.tree_util.tree_map(lambda x: np.asarray(x)[0], tree)
+
+
+class PmapRunner:
+  """pmap over every device of every process (each feeds its local devices), or over
+  ``devices`` (single process); state replicated with a leading device axis."""
+
+  def __init__(self, model, tx, num_classes: int, normalization: str, protocol: str,
+               devices=None, diagnostics: bool = False):
+    # devices=None keeps pmap's default, all devices of all processes: passing the local
+    # devices would make each process of a multi-host run reduce over its own only.
+    self.devices = devices
+    self._train = jax.pmap(make_train_step(model, tx, normalization, AXIS, diagnostics),
+                           axis_name=AXIS,
+                           devices=devices, donate_argnums=(0,))
+    self._eval = jax.pmap(make_eval_step(model, num_classes, protocol, AXIS), axis_name=AXIS,
+                          devices=devices)
+
+  def place(self, state):
+    return flax.jax_utils.replicate(state, self.devices or jax.local_devices())
+
+  def to_host(self, state):
+    return jax.device_get(unreplicate(state))
+
+  def train_step(self, state, batch):
+    """``batch`` leaves: ``(local devices, per_device, ...)``."""
+    state, metrics = self._train(state, batch)
+    return state, jax.tree_util.tree_map(lambda m: np.asarray(m)[0], jax.device_get(metrics))
+
+  def eval_counts(self, state, batch):
+    counts = jax.device_get(self._eval(state, batch))
+    return jax.tree_util.tree_map(lambda c: np.asarray(c[0], np.int64), counts)
+
+
+class MeshRunner:
+  """jit over a 1-D ``Mesh`` of every device (all processes); batch sharded, state replicated."""
+
+  def __init__(self, model, tx, num_classes: int, normalization: str, protocol: str,
+               devices=None, diagnostics: bool = False):
+    devices = devices or jax.devices()
+    self.mesh = jax.make_mesh((len(devices),), (AXIS,), (jax.sharding.AxisType.Auto,),
+                              devices=devices)
+    self.replicated = NamedSharding(self.mesh, P())
+    self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
+    self._train = jax.jit(make_train_step(model, tx, normalization, None, diagnostics),
+                          in_shardings=(self.replicated, self.batch_sharding),
+                          out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    self._eval = jax.jit(make_eval_step(model, num_classes, protocol, None),
+                         in_shardings=(self.replicated, self.batch_sharding),
+                         out_shardings=self.replicated)
+
+  def place(self, state):
+    # Through the host: the train step donates its state, and device_put of arrays that
+    # already sit on one device could alias the caller's buffers.
+    return jax.device_put(jax.device_get(state), self.replicated)
+
+  def to_host(self, state):
+    return jax.device_get(state)
+
+  def _global(self, batch):
+    """The loader's ``(local devices, per_device, ...)`` share -> one global array."""
+    def make(x):
+      x = np.asarray(x)
+      local = x.reshape((-1,) + x.shape[2:])
+      return jax.make_array_from_process_local_data(self.batch_sharding, local)
+    return jax.tree_util.tree_map(make, batch)
+
+  def train_step(self, state, batch):
+    state, metrics = self._train(state, self._global(batch))
+    return state, jax.tree_util.tree_map(np.asarray, jax.device_get(metrics))
+
+  def eval_counts(self, state, batch):
+    counts = jax.device_get(self._eval(state, self._global(batch)))
+    return jax.tree_util.tree_map(lambda c: np.asarray(c, np.int64), counts)
+
+
+def make_runner(mode: str, model, tx, num_classes: int, normalization: str, protocol: str,
+                devices=None, diagnostics: bool = False):
+  """A :class:`PmapRunner` or :class:`MeshRunner`; ``model`` must synchronise BatchNorm over
+  ``"batch"`` for pmap and not at all for mesh (``model_from_config`` does this)."""
+  if mode == "pmap":
+    return PmapRunner(model, tx, num_classes, normalization, protocol, devices, diagnostics)
+  if mode == "mesh":
+    return MeshRunner(model, tx, num_classes, normalization, protocol, devices, diagnostics)
+  raise ValueError(f"unknown parallel mode {mode!r}; choose from {MODES}.")
