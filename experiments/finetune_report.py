@@ -235,7 +235,7 @@ def write(groups, args, out, pretrained: str):
       f"after the last stage, output stride 8; the paper's recipe: Caffe SGD on the summed "
       f"loss, lr {cfg.optim.learning_rate:g}, momentum 0.9, weight decay 5e-4, x0.1 at 60 % of "
       f"{cfg.total_steps} steps, side branches x3, biases x2 without decay, side-branch bias "
-      "20, x100 input, C = 35; the new classifier at x10 (DeepLab's fc8), initialised at zero "
+      f"20, x100 input, C = 35; the new classifier at x{cfg.optim.head_lr_mult:g}, initialised at zero "
       f"(FCN) and first warmed up per method: {getattr(args, 'warmup_steps', 0)} Adam steps "
       "(3e-3, mean loss) on the frozen backbone with the method's own pooling, seed 0 "
       "(`runner.head_warmup`; without it no method predicted a detail class at the largest "
@@ -243,7 +243,7 @@ def write(groups, args, out, pretrained: str):
       f"{cfg.global_batch_size}, {cfg.dataset.crop_size} px crops, scale 0.75-1.5, flips. "
       f"Effective learning rate on the mean per-pixel loss: {mean_lr:.4f} "
       f"(= {cfg.optim.learning_rate:g} x {cfg.dataset.crop_size}² x {cfg.global_batch_size}; "
-      f"classifier {10 * mean_lr:.3f}); the paper's 2e-7 on 321² crops of 10 images would be "
+      f"classifier {cfg.optim.head_lr_mult * mean_lr:.4f}); the paper's 2e-7 on 321² crops of 10 images would be "
       f"{paper_mean_lr:.3f}. Evaluation every {cfg.eval_every} steps on the "
       f"{cfg.dataset.synthetic_eval} evaluation scenes at full resolution.", "",
       "Every seed changes the new layers' initialisation and the data order; the same seed gives "

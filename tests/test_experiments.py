@@ -34,13 +34,13 @@ def _small(c):
   return c
 
 
-def test_finetune_recipe_is_the_papers_with_deeplabs_classifier():
+def test_finetune_recipe_is_the_papers():
   c = finetune_detail.get_config()
   assert (c.optim.name, c.optim.source_loss, c.loss.normalization) == (
       "caffe_sgd", "sum", "batch_pixels")
   assert c.optim.momentum == 0.9 and c.optim.weight_decay == 5e-4
   assert c.optim.side_branch_lr_mult == 3.0 and c.optim.bias_lr_mult == 2.0
-  assert c.optim.head_lr_mult == 10.0  # DeepLab's fc8
+  assert c.optim.head_lr_mult == 1.0 and c.model.classifier_init == "zeros"  # warm-up first
   assert c.optim.schedule == "step" and c.optim.step_boundaries == (int(0.6 * c.total_steps),)
   assert c.model.pool_options.p.clip_max == 35.0 and c.dataset.preprocessing == "caffe"
   assert c.dataset.name == "synthetic_detail"
