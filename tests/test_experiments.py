@@ -30,7 +30,7 @@ SIZE = 32
 def _small(c):
   c.dataset.synthetic_train, c.dataset.synthetic_eval, c.dataset.num_workers = 16, 2, 1
   c.dataset.synthetic_size = c.dataset.crop_size = SIZE
-  c.global_batch_size = 4
+  c.global_batch_size = 8  # divides over make test's 8 host devices
   return c
 
 
@@ -82,7 +82,7 @@ def test_paired_interval_is_a_t_interval():
 def test_few_steps_of_the_protocol(tmp_path):
   runs = str(tmp_path)
   pc = _small(finetune_detail.pretrain_config())
-  pc.pretrain.update(scenes=16, eval_scenes=8, steps=2, batch=4)
+  pc.pretrain.update(scenes=16, eval_scenes=8, steps=2, batch=8)
   pre = pretrain.pretrain(pc, os.path.join(runs, "pretrain"), log=lambda *_: None)
   result = json.load(open(os.path.join(runs, "pretrain", "result.json")))
   assert len(result["eval"]["auc"]) == 5 and result["steps"] == 2
