@@ -14,6 +14,7 @@
 Runs resume; a finished run's result.json is reused.
 
   python experiments/run_finetune_table.py --seeds 1 2 3 --extra_seeds 4 5
+  # the pilot in experiments/results/finetune_detail_pilot.md: see its "Regenerate" line
 """
 
 from __future__ import annotations
