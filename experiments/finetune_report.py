@@ -246,7 +246,8 @@ def write(groups, args, out, pretrained: str):
       f"classifier {cfg.optim.head_lr_mult * mean_lr:.4f}); the paper's 2e-7 on 321² crops of 10 images would be "
       f"{paper_mean_lr:.3f}. Evaluation every {cfg.eval_every} steps on the "
       f"{cfg.dataset.synthetic_eval} evaluation scenes at full resolution.", "",
-      "Every seed changes the side branches' initialisation and the data order (the classifier comes from the method's warm-up); the same seed gives "
+      "Every seed changes the side branches' initialisation and the data order (the "
+      "classifier comes from the method's warm-up); the same seed gives "
       "every method the same batches, so differences are paired by "
       "seed. Scores in %, mean ± sample std over n seeds; intervals are 95 % t intervals of the "
       "paired mean difference.", "",
