@@ -1,6 +1,0 @@
-"""Pooling operators: pure functions over channels-last arrays."""
-
-from ppool_jax.ops.p_pool import p_pool
-from ppool_jax.ops.windows import WindowGeometry, window_geometry, window_members
-
-__all__ = ["p_pool", "WindowGeometry", "window_geometry", "window_members"]
