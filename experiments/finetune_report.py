@@ -201,7 +201,6 @@ def preserved_analysis(out):
 def write(groups, args, out, pretrained: str):
   import finetune_detail
   from ppool_jax.train.optim import effective_solver
-  first = next(r for rows in groups.values() for r in rows)
   cfg = finetune_detail.get_config()
   if args.steps:
     cfg.total_steps = args.steps
@@ -283,7 +282,6 @@ def write(groups, args, out, pretrained: str):
   _plots(groups, out)
   if _alpha_figure(groups, out):
     lines += ["", f"![alpha maps]({os.path.basename(out).replace('.md', '_alpha.png')})"]
-  del first
   lines += ["", preserved_analysis(out)]
   with open(out, "w") as f:
     f.write("\n".join(lines))

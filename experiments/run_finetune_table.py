@@ -80,22 +80,23 @@ def main():
     return
   warm = {}
 
+  def build(m, s, steps=None):
+    return (finetune_detail.method_config if m in finetune_detail.METHODS else option_config)(
+        m, s, pre, steps)
+
   def config(m, s):
     """Method ``m``, seed ``s``, from the pretrained convs + ``m``'s warmed-up classifier."""
     if m not in warm:
-      cfg = (finetune_detail.method_config(m, 0, pre) if m in finetune_detail.METHODS
-             else option_config(m, 0, pre))
-      warm[m] = runner.head_warmup(cfg, args.runs, runner.slug(m), args.warmup_steps)[0] \
-          if args.warmup_steps else pre
-    cfg = (finetune_detail.method_config(m, s, pre, args.steps) if m in finetune_detail.METHODS
-           else option_config(m, s, pre, args.steps))
+      warm[m] = runner.head_warmup(build(m, 0), args.runs, runner.slug(m),
+                                   args.warmup_steps)[0] if args.warmup_steps else pre
+    cfg = build(m, s, args.steps)
     cfg.model.pretrained = warm[m]
     if args.lr:
       cfg.optim.learning_rate = args.lr
     return cfg
 
   go = (lambda name, cfg: runner.run(name, cfg, args.runs, keep_maps=True)) if not \
-      args.report_only else (lambda name, cfg: _cached(name, cfg, args.runs))
+      args.report_only else (lambda name, cfg: runner.cached(name, cfg, args.runs))
   groups = {m: [] for m in args.methods}
   for s in args.seeds:  # seed-major: an interrupted grid leaves every method equally seeded
     for m in args.methods:
@@ -111,15 +112,6 @@ def main():
   import finetune_report
   finetune_report.write(groups, args, args.out, pretrained=os.path.dirname(pre))
   print(f"wrote {args.out}")
-
-
-def _cached(name, cfg, runs):
-  import json
-  path = os.path.join(runs, f"{runner.slug(name)}_seed{cfg.seed}", "result.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return {**json.load(f), "workdir": os.path.dirname(path)}
 
 
 if __name__ == "__main__":

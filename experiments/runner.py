@@ -65,15 +65,25 @@ def alpha_change(before: dict, after: dict) -> dict:
   return out
 
 
+def cached(name: str, cfg, runs: str) -> dict | None:
+  """A finished run's ``result.json`` plus ``workdir``; None if it has not finished."""
+  workdir = os.path.join(runs, f"{slug(name)}_seed{cfg.seed}")
+  path = os.path.join(workdir, "result.json")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return {**json.load(f), "workdir": workdir}
+
+
 def run(name: str, cfg, runs: str, eval_images: int = 16, keep_maps: bool = False) -> dict:
   """Trains (or loads) one run; returns its ``result.json`` plus ``workdir``."""
   from ppool_jax.train import train
   from ppool_jax.train.loop import NonFiniteTrainingError
+  done = cached(name, cfg, runs)
+  if done is not None:
+    return done
   workdir = os.path.join(runs, f"{slug(name)}_seed{cfg.seed}")
   path = os.path.join(workdir, "result.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      return {**json.load(f), "workdir": workdir}
   t0 = time.time()
   try:
     state, scores = train(cfg, workdir)

@@ -121,9 +121,10 @@ class PPool(_Pool):
     if not self.is_initializing():
       raw = self.perturb("alpha_raw", raw)
     lo = math.log(self.alpha_min) if log else self.alpha_min
-    hi = self.clip_max if self.clip_max is None or not log else math.log(self.clip_max)
-    if log and hi is None:
-      hi = 80.0  # exp(80) ~ 5.5e34: max pooling to float32 precision, and finite
+    if log:  # no clip_max: exp(80) ~ 5.5e34, max pooling to float32 precision, and finite
+      hi = 80.0 if self.clip_max is None else math.log(self.clip_max)
+    else:
+      hi = self.clip_max
     clipped = jnp.clip(raw, lo, hi)
     alpha = jnp.exp(clipped) if log else clipped
     self.sow("intermediates", "alpha_raw", raw)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -17,7 +16,6 @@ from tqdm import tqdm
 from ppool_jax import convert
 from ppool_jax.data import eval_batches
 from ppool_jax.metrics import segmentation_scores
-from ppool_jax.nn.side_branch import SIDE_BRANCH
 from ppool_jax.train.checkpoints import Checkpoints
 from ppool_jax.train.diagnostics import side_branch_drift, side_branch_params
 from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_names,
@@ -68,12 +66,6 @@ def init_state(cfg, model, tx, image_shape) -> TrainState:
                     nonfinite=jnp.zeros((), jnp.int32))
 
 
-def _side_branch_tree(params):
-  """``params`` pruned to the P-pooling side branches (device arrays stay on device)."""
-  flat = flax.traverse_util.flatten_dict(dict(params))
-  return flax.traverse_util.unflatten_dict({k: v for k, v in flat.items() if SIDE_BRANCH in k})
-
-
 def _initial_side_branch(workdir: str, state: TrainState, start: int) -> dict:
   """The side branches' parameters at step 0 (``side_branch_init.npz`` in the workdir, written
   by a fresh run and read back on resume), against which their drift is logged."""
@@ -83,7 +75,7 @@ def _initial_side_branch(workdir: str, state: TrainState, start: int) -> dict:
       return dict(f)
   if start:
     return {}  # a run from before this file existed: no drift (the initial values are gone)
-  init = {k: np.asarray(v) for k, v in side_branch_params(jax.device_get(state.params)).items()}
+  init = {k: np.asarray(v) for k, v in jax.device_get(side_branch_params(state.params)).items()}
   if jax.process_index() == 0:
     if init:
       os.makedirs(workdir, exist_ok=True)
@@ -172,8 +164,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
       # Step 1 too: its forward pass (loss, alpha statistics) is the initial state's.
       if done % cfg.log_every == 0 or done == cfg.total_steps or done == 1:
         rate = (done - s0) / (time.perf_counter() - t0)
-        drift = side_branch_drift(side_branch_params(runner.to_host(
-            _side_branch_tree(rstate.params))), drift_from) if drift_from else {}
+        drift = side_branch_drift(runner.to_host(side_branch_params(rstate.params)),
+                                  drift_from) if drift_from else {}
         writer.write(done, "train", {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
                                      "steps_per_second": rate, "skipped_updates": skipped,
                                      **{k: v for k, v in metrics.items() if k.startswith("alpha/")},
