@@ -56,6 +56,19 @@ def resolve(spec: str) -> str:
   return spec
 
 
+def load(spec: str):
+  """The config of a ``--config`` value (:func:`resolve`): ``get_config(ARG)`` of the file."""
+  import importlib.util
+  file, sep, arg = resolve(spec).partition(":")
+  if not os.path.isfile(file):
+    raise ValueError(f"{spec!r} is neither a config file nor a package config "
+                     f"({', '.join(names())}).")
+  module_spec = importlib.util.spec_from_file_location("_ppool_jax_config", file)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if sep else module.get_config()
+
+
 def define_config_flag(name: str = "config", default: str | None = None,
                        help_string: str = "Config: a package config name "
                        f"({', '.join(names())}), optionally ':ARG', or a config file path.",

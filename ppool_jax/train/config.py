@@ -25,6 +25,12 @@ def summed_lr_to_mean_lr(summed_lr: float, crop_size: int, global_batch_size: in
   return summed_lr * crop_size * crop_size * global_batch_size
 
 
+def eval_tta(cfg: ml_collections.ConfigDict) -> tuple[tuple[float, ...], bool]:
+  """``(scales, flip)`` of ``cfg.eval`` (single scale, no flip for configs without it)."""
+  e = cfg.get("eval") or {}
+  return tuple(e.get("scales", (1.0,))), bool(e.get("flip", False))
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                             # [ours]
@@ -39,6 +45,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress_bar = True
   c.parallel = "pmap"                    # pmap | mesh (jit over a Mesh with NamedSharding)
   c.alpha_diagnostics = True             # log alpha/<layer>/... (ppool_jax.train.diagnostics)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.scales = (1.0,)                 # [ours] single scale; DeepLab's multi-scale test:
+  c.eval.flip = False                    #   scales (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip True
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "synthetic"           # synthetic | voc_aug | cityscapes | ade20k

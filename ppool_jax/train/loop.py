@@ -17,6 +17,7 @@ from ppool_jax import convert
 from ppool_jax.data import eval_batches
 from ppool_jax.metrics import segmentation_scores
 from ppool_jax.train.checkpoints import Checkpoints
+from ppool_jax.train.config import eval_tta
 from ppool_jax.train.diagnostics import side_branch_drift, side_branch_params
 from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_names,
                                     detail_classes, num_classes, sources, train_loader)
@@ -135,7 +136,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
     logging.warning("resumed from step %d in %s", start, workdir)
   runner = make_runner(cfg.get("parallel", "pmap"), model, tx, num_classes(cfg),
                        cfg.loss.normalization, boundary_protocol(cfg),
-                       diagnostics=cfg.get("alpha_diagnostics", True))
+                       diagnostics=cfg.get("alpha_diagnostics", True), eval_tta=eval_tta(cfg))
   rstate = runner.place(state)
   writer = MetricWriter(workdir, enabled=process == 0)
   drift_from = _initial_side_branch(workdir, state, start) if cfg.get(

@@ -41,15 +41,15 @@ class PmapRunner:
   ``devices`` (single process); state replicated with a leading device axis."""
 
   def __init__(self, model, tx, num_classes: int, normalization: str, protocol: str,
-               devices=None, diagnostics: bool = False):
+               devices=None, diagnostics: bool = False, eval_tta=((1.0,), False)):
     # devices=None keeps pmap's default, all devices of all processes: passing the local
     # devices would make each process of a multi-host run reduce over its own only.
     self.devices = devices
     self._train = jax.pmap(make_train_step(model, tx, normalization, AXIS, diagnostics),
                            axis_name=AXIS,
                            devices=devices, donate_argnums=(0,))
-    self._eval = jax.pmap(make_eval_step(model, num_classes, protocol, AXIS), axis_name=AXIS,
-                          devices=devices)
+    self._eval = jax.pmap(make_eval_step(model, num_classes, protocol, AXIS, *eval_tta),
+                          axis_name=AXIS, devices=devices)
 
   def place(self, state):
     return flax.jax_utils.replicate(state, self.devices or jax.local_devices())
@@ -71,7 +71,7 @@ class MeshRunner:
   """jit over a 1-D ``Mesh`` of every device (all processes); batch sharded, state replicated."""
 
   def __init__(self, model, tx, num_classes: int, normalization: str, protocol: str,
-               devices=None, diagnostics: bool = False):
+               devices=None, diagnostics: bool = False, eval_tta=((1.0,), False)):
     devices = devices or jax.devices()
     self.mesh = jax.make_mesh((len(devices),), (AXIS,), (jax.sharding.AxisType.Auto,),
                               devices=devices)
@@ -80,7 +80,7 @@ class MeshRunner:
     self._train = jax.jit(make_train_step(model, tx, normalization, None, diagnostics),
                           in_shardings=(self.replicated, self.batch_sharding),
                           out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
-    self._eval = jax.jit(make_eval_step(model, num_classes, protocol, None),
+    self._eval = jax.jit(make_eval_step(model, num_classes, protocol, None, *eval_tta),
                          in_shardings=(self.replicated, self.batch_sharding),
                          out_shardings=self.replicated)
 
@@ -110,11 +110,14 @@ class MeshRunner:
 
 
 def make_runner(mode: str, model, tx, num_classes: int, normalization: str, protocol: str,
-                devices=None, diagnostics: bool = False):
+                devices=None, diagnostics: bool = False, eval_tta=((1.0,), False)):
   """A :class:`PmapRunner` or :class:`MeshRunner`; ``model`` must synchronise BatchNorm over
-  ``"batch"`` for pmap and not at all for mesh (``model_from_config`` does this)."""
+  ``"batch"`` for pmap and not at all for mesh (``model_from_config`` does this).
+  ``eval_tta``: ``(scales, flip)`` of the evaluation's test-time augmentation."""
   if mode == "pmap":
-    return PmapRunner(model, tx, num_classes, normalization, protocol, devices, diagnostics)
+    return PmapRunner(model, tx, num_classes, normalization, protocol, devices, diagnostics,
+                      eval_tta)
   if mode == "mesh":
-    return MeshRunner(model, tx, num_classes, normalization, protocol, devices, diagnostics)
+    return MeshRunner(model, tx, num_classes, normalization, protocol, devices, diagnostics,
+                      eval_tta)
   raise ValueError(f"unknown parallel mode {mode!r}; choose from {MODES}.")

@@ -17,6 +17,7 @@ import optax
 
 from ppool_jax.labels import IGNORE
 from ppool_jax.metrics import segmentation_counts
+from ppool_jax.models.tta import check_tta, tta_logits
 from ppool_jax.train.diagnostics import alpha_perturbations, alpha_stats
 
 AXIS = "batch"
@@ -123,14 +124,19 @@ def make_train_step(model, tx, normalization: str = "valid", axis_name: str | No
 
 
 def make_eval_step(model, num_classes: int, protocol: str = "label",
-                   axis_name: str | None = AXIS):
+                   axis_name: str | None = AXIS, scales: tuple[float, ...] = (1.0,),
+                   flip: bool = False):
   """Summed metric counts; ``protocol`` is the dataset's boundary protocol (metrics);
   ``axis_name`` as in :func:`make_train_step`. ``batch`` may hold ``"valid"`` (``(B, H, W)``
   bool, False on padding, as ``eval_batches`` yields it): padding is then outside the image
-  for every metric, not ignore/void."""
+  for every metric, not ignore/void. ``scales``/``flip``: test-time augmentation
+  (``cfg.eval``; :func:`ppool_jax.models.tta.tta_logits`, logits averaged at full resolution)."""
+  scales, flip = check_tta(scales, flip)
+
   def eval_step(state: TrainState, batch):
     images, labels = batch["image"], batch["label"]     # (B, H, W, 3), (B, H, W)
-    logits = model.apply({"params": state.params, **state.model_state}, images, train=False)
+    variables = {"params": state.params, **state.model_state}
+    logits = tta_logits(lambda x: model.apply(variables, x, train=False), images, scales, flip)
     counts = segmentation_counts(jnp.argmax(logits, -1), labels, num_classes, protocol=protocol,
                                  valid=batch.get("valid"))
     return _psum(counts, axis_name)
