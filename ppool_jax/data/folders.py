@@ -12,10 +12,15 @@ TensorFlow-free ``FolderSource`` use them. Layouts (``root`` is what you pass):
   has 1,449 images.
 * **Cityscapes** (``cityscapes``): ``root`` holding ``leftImg8bit/{train,val}/<city>/
   <city>_<seq>_<frame>_leftImg8bit.png`` and ``gtFine/{train,val}/<city>/
-  <city>_<seq>_<frame>_gtFine_labelIds.png``; label ids map to the 19 train ids.
+  <city>_<seq>_<frame>_gtFine_labelIds.png``; label ids map to the 19 train ids. A file that
+  has only ``..._gtFine_labelTrainIds.png`` (cityscapesScripts' ``createTrainIdLabelImgs``)
+  is read as train ids (0..18, 255 = ignore).
 * **ADE20K / SceneParse150** (``ade20k``): ``root = ADEChallengeData2016`` with
   ``images/{training,validation}/ADE_*.jpg`` and ``annotations/{training,validation}/ADE_*.png``
   (0 = "other" -> ignore, 1..150 -> 0..149).
+
+A dataset of one's own (``folder``: directories, suffixes and classes from the config) is
+built by ``ppool_jax.data.custom``; labels are validated up front by ``ppool_jax.data.check``.
 """
 
 from __future__ import annotations
@@ -35,10 +40,20 @@ class DatasetError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class LabelMap:
+  """How raw label values become train ids."""
+  table: np.ndarray  # uint8 lookup table: raw label value -> train id (255 = ignore)
+  valid: np.ndarray  # bool table: raw label values that may appear in a label file
+
+
+@dataclasses.dataclass(frozen=True)
 class Example:
   key: str
   image_path: str
   label_path: str
+  # The label file's own mapping where it differs from its dataset's (Cityscapes files that
+  # hold train ids); None: the spec's.
+  label_map: LabelMap | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +63,7 @@ class DatasetSpec:
   list_examples: Callable[[str, str], list[Example]]
   label_map: np.ndarray  # uint8 lookup table: raw label value -> train id (255 = ignore)
   valid_raw: np.ndarray  # bool table: raw label values that may appear in a label file
-  splits: tuple[str, ...]
+  splits: tuple[str, ...]  # empty: any split name (``folder``: ``{split}`` in its paths)
   # How boundary metrics are scored (ppool_jax.metrics): "void_band" for VOC, which draws
   # a void band around every object; "label" where labelled classes touch.
   boundary_protocol: str = "label"
@@ -56,6 +71,12 @@ class DatasetSpec:
   # averages: the categories the paper names as helped most (§4.2, Fig. 5).
   class_names: tuple[str, ...] = ()
   detail_classes: tuple[int, ...] = ()
+  # One (r, g, b) per class for coloured predictions; empty: none given.
+  palette: tuple[tuple[int, int, int], ...] = ()
+
+  def label_map_of(self, example: Example) -> LabelMap:
+    """The mapping of ``example``'s label file (its own, else the dataset's)."""
+    return example.label_map or LabelMap(self.label_map, self.valid_raw)
 
 
 def _require_dir(path: str, what: str) -> str:
@@ -104,6 +125,21 @@ for _k, _v in CITYSCAPES_TRAIN_IDS.items():
   _CS_MAP[_k] = _v
 _CS_VALID = np.zeros(256, bool)
 _CS_VALID[:34] = True
+# ``*_gtFine_labelTrainIds.png``: train ids already (0..18; 255 = ignore, as the scripts write).
+_CS_TRAIN_ID_FILES = LabelMap(np.full(256, IGNORE, np.uint8), np.zeros(256, bool))
+_CS_TRAIN_ID_FILES.table[:19] = np.arange(19)
+_CS_TRAIN_ID_FILES.valid[:19] = _CS_TRAIN_ID_FILES.valid[IGNORE] = True
+
+
+def _cityscapes_label(gt_dir: str, stem: str) -> tuple[str, LabelMap | None]:
+  """``<stem>_gtFine_labelIds.png`` (label ids) when present, else
+  ``<stem>_gtFine_labelTrainIds.png`` (train ids) when present; the label-id file (and a
+  read error naming it) when neither is."""
+  label_ids = os.path.join(gt_dir, f"{stem}_gtFine_labelIds.png")
+  train_ids = os.path.join(gt_dir, f"{stem}_gtFine_labelTrainIds.png")
+  if not os.path.isfile(label_ids) and os.path.isfile(train_ids):
+    return train_ids, _CS_TRAIN_ID_FILES
+  return label_ids, None
 
 
 def cityscapes_examples(root: str, split: str) -> list[Example]:
@@ -115,8 +151,8 @@ def cityscapes_examples(root: str, split: str) -> list[Example]:
       if not name.endswith("_leftImg8bit.png"):
         continue
       stem = name[:-len("_leftImg8bit.png")]
-      examples.append(Example(stem, os.path.join(img_root, city, name),
-                              os.path.join(gt_root, city, f"{stem}_gtFine_labelIds.png")))
+      label, label_map = _cityscapes_label(os.path.join(gt_root, city), stem)
+      examples.append(Example(stem, os.path.join(img_root, city, name), label, label_map))
   if not examples:
     raise DatasetError(f"Cityscapes: no *_leftImg8bit.png files under {img_root}")
   return examples
@@ -165,34 +201,74 @@ def get_spec(name: str) -> DatasetSpec:
   return DATASETS[name]
 
 
+class ColourLabelError(DatasetError):
+  """A label file is a colour (RGB/RGBA) image, not one channel of ids."""
+
+
+def decode_label(path: str, what: str) -> np.ndarray:
+  """The raw label values ``(H, W)`` of a single-channel label file: greyscale (``L``),
+  palette (``P``: the palette indices are the ids), 1-bit, or 16-bit (``I;16``: values above
+  255 are out of range for every dataset).
+
+  Raises:
+    ColourLabelError: a colour or alpha image (checked before any conversion: converting RGB
+      to grey would turn colours into arbitrary ids); the message names the fix.
+    DatasetError: the file cannot be decoded, or has another mode (e.g. ``LA``, ``F``).
+  """
+  try:
+    with Image.open(path) as lb:
+      mode = lb.mode
+      if mode in ("L", "P"):
+        return np.asarray(lb)
+      if mode == "1" or mode.startswith("I"):
+        return np.asarray(lb).astype(np.int32)
+      if mode in ("RGB", "RGBA", "RGBX"):
+        rgb = np.asarray(lb.convert("RGB"))
+        grey = bool((rgb == rgb[..., :1]).all())
+        raise ColourLabelError(
+            f"{what}: label {path} is a colour ({mode}) image; labels must hold one class id "
+            "per pixel in a single channel. Convert it to a greyscale ('L') or palette ('P') PNG "
+            "of class ids" + (" (its three channels are equal: keep one)." if grey else
+                           ": map each colour to its class id."))
+      raise DatasetError(f"{what}: label {path} has mode {mode!r}; labels must be "
+                         "single-channel PNGs of class ids (greyscale 'L' or palette 'P').")
+  except OSError as e:
+    raise DatasetError(f"{what}: cannot decode label {path}: {e}") from e
+
+
+def invalid_values(raw: np.ndarray, valid: np.ndarray) -> list[int]:
+  """The sorted distinct values of ``raw`` that ``valid`` (a 256-entry table) does not allow
+  (values outside 0..255 never are)."""
+  inside = (raw >= 0) & (raw < valid.size)
+  bad = ~inside
+  bad[inside] = ~valid[raw[inside]]
+  return np.unique(raw[bad]).tolist()
+
+
 def read_example(example: Example, spec: DatasetSpec) -> dict[str, np.ndarray]:
   """Decodes one example: ``image (H, W, 3) uint8`` and ``label (H, W) uint8`` train ids.
 
   Raises:
-    DatasetError: missing file, unreadable image, image/label size mismatch, or a label
-      value outside the dataset's id range; the message names the file.
+    DatasetError: missing file, unreadable image, colour label (:class:`ColourLabelError`),
+      image/label size mismatch, or a label value outside the dataset's id range; the message
+      names the file.
   """
   for path in (example.image_path, example.label_path):
     _require_file(path, f"{spec.name} example {example.key}")
   try:
     with Image.open(example.image_path) as im:
       image = np.asarray(im.convert("RGB"))
-    with Image.open(example.label_path) as lb:
-      raw = np.asarray(lb if lb.mode in ("P", "L") else lb.convert("L"))
   except OSError as e:
-    raise DatasetError(f"{spec.name}: cannot decode {example.image_path} / {example.label_path}: "
-                       f"{e}") from e
-  if raw.ndim != 2:
-    raise DatasetError(f"{spec.name}: label {example.label_path} must be a single-channel PNG, "
-                       f"got shape {raw.shape}")
+    raise DatasetError(f"{spec.name}: cannot decode image {example.image_path}: {e}") from e
+  raw = decode_label(example.label_path, spec.name)
   if image.shape[:2] != raw.shape:
     raise DatasetError(f"{spec.name}: image {example.image_path} is {image.shape[1]}x{image.shape[0]}"
                        f" but label {example.label_path} is {raw.shape[1]}x{raw.shape[0]}")
-  bad = ~spec.valid_raw[raw]
-  if bad.any():
-    values = sorted(set(np.unique(raw[bad]).tolist()))
+  mapping = spec.label_map_of(example)
+  values = invalid_values(raw, mapping.valid)
+  if values:
     raise DatasetError(f"{spec.name}: label {example.label_path} has ids out of range: {values}")
-  return {"image": image, "label": spec.label_map[raw]}
+  return {"image": image, "label": mapping.table[raw]}
 
 
 class FolderSource:
@@ -202,10 +278,12 @@ class FolderSource:
   ``tfds.data_source`` so the input pipeline takes either.
   """
 
-  def __init__(self, name: str, root: str, split: str):
-    self.spec = get_spec(name)
-    if split not in self.spec.splits:
-      raise ValueError(f"{name}: unknown split {split!r}; expected one of {self.spec.splits}.")
+  def __init__(self, name: str | DatasetSpec, root: str, split: str):
+    """``name``: a :data:`DATASETS` name or a spec (``ppool_jax.data.custom.folder_spec``)."""
+    self.spec = get_spec(name) if isinstance(name, str) else name
+    if self.spec.splits and split not in self.spec.splits:
+      raise ValueError(f"{self.spec.name}: unknown split {split!r}; expected one of "
+                       f"{self.spec.splits}.")
     self.examples = self.spec.list_examples(root, split)
     self.num_classes = self.spec.num_classes
 

@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.flip = False                    #   scales (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), flip True
 
   c.dataset = ml_collections.ConfigDict()
-  c.dataset.name = "synthetic"           # synthetic | voc_aug | cityscapes | ade20k
+  c.dataset.name = "synthetic"           # synthetic | voc_aug | cityscapes | ade20k | folder
   c.dataset.reader = "folder"            # folder (extracted files) | tfds (prepared ArrayRecord)
   c.dataset.root = ""                    # extracted dataset folder (reader=folder)
   c.dataset.data_dir = ""                # TFDS data_dir (reader=tfds)
@@ -63,6 +63,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.dataset.preprocessing = "imagenet"   # imagenet (torchvision weights) | caffe (BGR, 0-255, mean)
   c.dataset.num_workers = 4
   c.dataset.order_seed = -1              # sample order + augmentation seed; -1: c.seed
+  # Validate every label file of a folder split with at most this many images before training
+  # (ppool_jax.data.check); -1: any size, 0: never.
+  c.dataset.check_labels = 5000
+  # name="folder": a dataset of one's own (ppool_jax.data.custom; mmsegmentation's
+  # CustomDataset fields). "{split}" is replaced by train_split / eval_split.
+  c.dataset.folder = ml_collections.ConfigDict()
+  c.dataset.folder.img_dir = "images/{split}"        # relative to dataset.root
+  c.dataset.folder.ann_dir = "annotations/{split}"
+  c.dataset.folder.img_suffix = ".jpg"
+  c.dataset.folder.seg_map_suffix = ".png"
+  c.dataset.folder.split_file = ""       # one key (file name without suffix) per line; "": all
+  c.dataset.folder.classes = ()          # class names, required: their number is K
+  c.dataset.folder.palette = ()          # optional: one (r, g, b) per class
+  c.dataset.folder.ignore_index = 255    # raw label value of unlabelled pixels
+  c.dataset.folder.reduce_zero_label = False  # raw 0 -> ignore, 1..K -> 0..K-1
   c.dataset.synthetic_train = 2000      # synthetic only: number of images, size, seed
   c.dataset.synthetic_eval = 200
   c.dataset.synthetic_size = 64

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import os
+import time
 
 import ml_collections
+from absl import logging
 
-from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource, TrainLoader
-from ppool_jax.data.folders import get_spec
+from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource, TrainLoader, custom
+from ppool_jax.data.check import check_labels, raise_for
+from ppool_jax.data.folders import DATASETS, DatasetSpec, get_spec
 from ppool_jax.data.synthetic import SYNTHETIC_NAMES, synthetic_spec
 
 
 class MissingDataError(FileNotFoundError):
   pass
+
+
+def dataset_spec(cfg: ml_collections.ConfigDict) -> DatasetSpec:
+  """The spec of a file dataset: a named one (``voc_aug``, ...) or ``folder``, built from
+  ``dataset.folder`` (``ppool_jax.data.custom``). Not for the synthetic datasets."""
+  d = cfg.dataset
+  if d.name == custom.NAME:
+    return custom.spec_from_config(d.folder)
+  if d.name not in DATASETS:
+    raise ValueError(f"unknown dataset {d.name!r}; known: "
+                     f"{', '.join(sorted(SYNTHETIC_NAMES) + sorted(DATASETS) + [custom.NAME])}.")
+  return get_spec(d.name)
 
 
 def num_classes(cfg: ml_collections.ConfigDict) -> int:
@@ -24,20 +39,26 @@ def class_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
   name = cfg.dataset.name
   if name in SYNTHETIC_NAMES:
     return synthetic_spec(name).classes
-  spec = get_spec(name)
+  spec = dataset_spec(cfg)
   return spec.class_names or tuple(f"class_{k}" for k in range(spec.num_classes))
+
+
+def palette(cfg: ml_collections.ConfigDict) -> tuple[tuple[int, int, int], ...]:
+  """One (r, g, b) per class where the dataset gives colours (``dataset.folder.palette``);
+  empty otherwise."""
+  return () if cfg.dataset.name in SYNTHETIC_NAMES else dataset_spec(cfg).palette
 
 
 def detail_classes(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
   """The classes ``detail_miou`` averages (empty: not reported)."""
   name = cfg.dataset.name
-  return (synthetic_spec(name) if name in SYNTHETIC_NAMES else get_spec(name)).detail_classes
+  return (synthetic_spec(name) if name in SYNTHETIC_NAMES else dataset_spec(cfg)).detail_classes
 
 
 def boundary_protocol(cfg: ml_collections.ConfigDict) -> str:
   """The dataset's boundary-metric protocol ("void_band" for VOC, else "label")."""
   d = cfg.dataset
-  return "label" if d.name in SYNTHETIC_NAMES else get_spec(d.name).boundary_protocol
+  return "label" if d.name in SYNTHETIC_NAMES else dataset_spec(cfg).boundary_protocol
 
 
 def order_seed(cfg: ml_collections.ConfigDict) -> int:
@@ -82,8 +103,31 @@ def _check_root(d) -> None:
     raise ValueError(f"unknown dataset reader {d.reader!r}; choose folder or tfds.")
 
 
-def sources(cfg: ml_collections.ConfigDict):
-  """(train_source, eval_source) for the config's dataset."""
+def validate_labels(cfg: ml_collections.ConfigDict, train, evaluation) -> None:
+  """Validates every label file of each folder split with at most ``dataset.check_labels``
+  images (-1: any size, 0: never) before training (``ppool_jax.data.check``); raises one
+  error listing every problem of both splits."""
+  d = cfg.dataset
+  limit = d.get("check_labels", 0)
+  if limit < -1:
+    raise ValueError(f"dataset.check_labels must be -1 (always), 0 (never) or a maximum number "
+                     f"of images, got {limit}.")
+  reports = []
+  for split, src in ((d.train_split, train), (d.eval_split, evaluation)):
+    if isinstance(src, FolderSource) and (limit == -1 or 0 < len(src) <= limit):
+      t0 = time.perf_counter()
+      reports.append(check_labels(src, split, d.num_workers))
+      logging.info("checked %d label files of %s in %.1f s", len(src), reports[-1].name,
+                   time.perf_counter() - t0)
+      if reports[-1].absent_classes():
+        logging.warning("%s: no label pixel of %s", reports[-1].name,
+                        ", ".join(reports[-1].absent_classes()))
+  raise_for(reports)
+
+
+def sources(cfg: ml_collections.ConfigDict, check: bool = True):
+  """(train_source, eval_source) for the config's dataset; ``check``: validate the labels of
+  folder datasets first (:func:`validate_labels`)."""
   d = cfg.dataset
   if d.name in SYNTHETIC_NAMES:
     train = SyntheticSource(d.synthetic_train, d.synthetic_size, d.synthetic_seed, d.name)
@@ -91,10 +135,20 @@ def sources(cfg: ml_collections.ConfigDict):
     evaluation = SyntheticSource(d.synthetic_eval, d.synthetic_size, d.synthetic_seed + 10_000,
                                  d.name)
     return train, evaluation
+  spec = dataset_spec(cfg)
+  if d.name == custom.NAME and d.reader != "folder":
+    raise ValueError(f"dataset {custom.NAME} reads its files directly: set "
+                     f"dataset.reader='folder', not {d.reader!r}.")
   _check_root(d)
   if d.reader == "folder":
     root = os.path.expanduser(d.root)
-    return FolderSource(d.name, root, d.train_split), FolderSource(d.name, root, d.eval_split)
+    if d.name == custom.NAME:
+      custom.check_splits(d.folder, d.train_split, d.eval_split)
+    train, evaluation = FolderSource(spec, root, d.train_split), FolderSource(spec, root,
+                                                                              d.eval_split)
+    if check:
+      validate_labels(cfg, train, evaluation)
+    return train, evaluation
   from ppool_jax.data.tfds_builders import TfdsSource
   data_dir = os.path.expanduser(d.data_dir)
   return TfdsSource(d.name, d.train_split, data_dir), TfdsSource(d.name, d.eval_split, data_dir)

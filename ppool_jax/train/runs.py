@@ -34,7 +34,7 @@ RESUME_COMPATIBLE = (
     "max_consecutive_nonfinite", "progress_bar", "alpha_diagnostics",
     "eval",                      # test-time augmentation: evaluation only
     "parallel",                  # pmap and mesh checkpoints are interchangeable (tested)
-    "dataset.num_workers",
+    "dataset.num_workers", "dataset.check_labels",
     "dataset.root", "dataset.data_dir", "dataset.reader",  # where the same data lives
     "model.pretrained",          # a path, read only at step 0
     "distributed",               # hosts and addresses
@@ -107,11 +107,19 @@ def _compatible(field: str) -> bool:
   return any(field == f or field.startswith(f + ".") for f in RESUME_COMPATIBLE)
 
 
+def _added_at_default(field: str, old, new) -> bool:
+  """A field the record lacks (added to the config since the run started) whose new value
+  is its ``base_config`` default, which keeps the behaviour the run had."""
+  from ppool_jax.train.config import base_config
+  return old == _MISSING and _flatten(config_to_json(base_config())).get(field, _MISSING) == new
+
+
 def check_compatible(workdir: str, stored: dict, cfg: ml_collections.ConfigDict) -> None:
   """Raises :class:`IncompatibleRunError` (one line) when ``cfg`` differs from the stored
-  JSON config in a field outside :data:`RESUME_COMPATIBLE`."""
-  bad = {k: v for k, v in config_differences(stored, config_to_json(cfg)).items()
-         if not _compatible(k)}
+  JSON config in a field outside :data:`RESUME_COMPATIBLE` (fields added since the run
+  started are compatible at their default)."""
+  bad = {k: (o, n) for k, (o, n) in config_differences(stored, config_to_json(cfg)).items()
+         if not _compatible(k) and not _added_at_default(k, o, n)}
   if bad:
     show = lambda v: v if v == _MISSING else repr(_tuples(v))
     diffs = "; ".join(f"{k} {show(o)} -> {show(n)}" for k, (o, n) in bad.items())
