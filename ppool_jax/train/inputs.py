@@ -7,12 +7,26 @@ import os
 import ml_collections
 
 from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource, TrainLoader
-from ppool_jax.data.folders import get_spec
+from ppool_jax.data.folders import DATASETS, get_spec
 from ppool_jax.data.synthetic import SYNTHETIC_NAMES, synthetic_spec
 
 
 class MissingDataError(FileNotFoundError):
   pass
+
+
+def dataset_names() -> tuple[str, ...]:
+  """Every ``dataset.name`` a config may give: the synthetic sets and the folder readers."""
+  return tuple(sorted((*SYNTHETIC_NAMES, *DATASETS)))
+
+
+def _spec(name: str):
+  """The synthetic or folder dataset spec of ``name``; a ValueError listing every name."""
+  if name in SYNTHETIC_NAMES:
+    return synthetic_spec(name)
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(dataset_names())}.")
+  return get_spec(name)
 
 
 def num_classes(cfg: ml_collections.ConfigDict) -> int:
@@ -24,20 +38,19 @@ def class_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
   name = cfg.dataset.name
   if name in SYNTHETIC_NAMES:
     return synthetic_spec(name).classes
-  spec = get_spec(name)
+  spec = _spec(name)
   return spec.class_names or tuple(f"class_{k}" for k in range(spec.num_classes))
 
 
 def detail_classes(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
   """The classes ``detail_miou`` averages (empty: not reported)."""
-  name = cfg.dataset.name
-  return (synthetic_spec(name) if name in SYNTHETIC_NAMES else get_spec(name)).detail_classes
+  return _spec(cfg.dataset.name).detail_classes
 
 
 def boundary_protocol(cfg: ml_collections.ConfigDict) -> str:
   """The dataset's boundary-metric protocol ("void_band" for VOC, else "label")."""
   d = cfg.dataset
-  return "label" if d.name in SYNTHETIC_NAMES else get_spec(d.name).boundary_protocol
+  return "label" if d.name in SYNTHETIC_NAMES else _spec(d.name).boundary_protocol
 
 
 def order_seed(cfg: ml_collections.ConfigDict) -> int:
@@ -91,6 +104,7 @@ def sources(cfg: ml_collections.ConfigDict):
     evaluation = SyntheticSource(d.synthetic_eval, d.synthetic_size, d.synthetic_seed + 10_000,
                                  d.name)
     return train, evaluation
+  _spec(d.name)
   _check_root(d)
   if d.reader == "folder":
     root = os.path.expanduser(d.root)
