@@ -66,9 +66,11 @@ def test_check_config_reports_every_problem_together(tmp_path):
   cfg.eval_every = 0
   problems = check_config(cfg, process_count=1, local_device_count=8)
   assert len(problems) == 6, problems
-  expected = ["SBD augmentation (SegmentationClassAug): directory not found", "pooling needs 3 entries", "unknown schedule "
-              "'cosine'", "eval_every must be >= 1, got 0", "global batch 10 must divide into 1 "
-              "processes x 8 devices", "pretrained weights not found"]
+  expected = ["SBD augmentation (SegmentationClassAug): directory not found",
+              "pooling needs 3 entries", "unknown schedule 'cosine'",
+              "eval_every must be >= 1, got 0",
+              "global batch 10 must divide into 1 processes x 8 devices",
+              "pretrained weights not found"]
   assert all(text in problem for text, problem in zip(expected, problems)), problems
   # A resumed run restores its weights from the checkpoint: the pretrained folder is not read.
   assert check_config(cfg, 1, 10, resuming=True) == problems[:4]
