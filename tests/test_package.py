@@ -42,6 +42,7 @@ def test_importing_any_module_defines_no_flags_and_light_modules_skip_pil_and_tf
   assert "flags [] False False" in out, out
 
 
+@pytest.mark.slow  # a training in a subprocess
 def test_core_install_trains_without_tensorflow_tfds_and_h5py(tmp_path):
   """The optional dependencies blocked (``sys.modules[name] = None`` makes importing them an
   ImportError): a synthetic run trains; the features that need them name their extra."""

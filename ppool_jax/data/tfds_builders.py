@@ -87,6 +87,9 @@ BUILDERS = {"voc_aug": VocAugSeg, "cityscapes": CityscapesSeg, "ade20k": Ade20kS
 def prepare(dataset: str, manual_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """Converts the extracted dataset at ``manual_dir`` into ArrayRecord files in ``data_dir``."""
   require("tensorflow", "prepare")  # tfds.features.Image encodes with it
+  spec = get_spec(dataset)
+  for split in spec.splits:  # a DatasetError naming what is missing, before TFDS starts
+    spec.list_examples(manual_dir, split)
   builder = BUILDERS[dataset](data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))

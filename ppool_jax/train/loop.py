@@ -23,8 +23,8 @@ from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_nam
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
 from ppool_jax.train.preflight import ConfigError, field_problems, missing_pretrained, require_valid
-from ppool_jax.train.runs import (DTYPES, build_model, checkpoint_steps,  # noqa: F401  (DTYPES
-                                  record_run)                            # re-exported)
+from ppool_jax.train.runs import (  # noqa: F401  (DTYPES re-exported)
+    DTYPES, build_model, checkpoint_steps, record_run)
 from ppool_jax.train.steps import AXIS, TrainState
 from ppool_jax.train.summary import format_facts, startup_facts
 from ppool_jax.train.writers import MetricWriter
