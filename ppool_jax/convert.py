@@ -20,14 +20,14 @@ is an error.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
+from absl import flags
 
+from ppool_jax import cli
 from ppool_jax.convert_keras import FORMATS, format_for, read_keras_vgg16
 from ppool_jax.models import ResNet50Backbone, VGG16Backbone
 from ppool_jax.models.resnet import RESNET50_LAYERS
@@ -264,8 +264,6 @@ def define_flags() -> None:
   flags.DEFINE_enum("format", None, list(FORMATS), "Weights format; default from the file "
                     "suffix (.h5: keras, else torchvision).")
   flags.DEFINE_string("output", None, "Directory for the orbax checkpoint (must not exist).")
-  flags.DEFINE_bool("verbose", False, "On failure, print the full traceback, not only the "
-                    "message.")
   flags.mark_flags_as_required(["arch", "input", "output"])
 
 
@@ -286,16 +284,8 @@ def run(arch: str, input_path: str, output: str, fmt: str | None = None) -> str:
 
 
 def main(_):
-  logging.set_verbosity(logging.WARNING)  # absl's INFO would show JAX's backend probing
-  try:
-    print(run(FLAGS.arch, FLAGS.input, FLAGS.output, FLAGS.format))
-  except (ConversionError, OSError, ValueError, ImportError) as e:
-    if FLAGS.verbose:
-      raise
-    print(f"ppool_jax.convert: error: {e}", file=sys.stderr)
-    sys.exit(2)
+  print(run(FLAGS.arch, FLAGS.input, FLAGS.output, FLAGS.format))
 
 
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+if __name__ == "__main__":  # errors: one line, exit status 2, --verbose (ppool_jax.cli)
+  cli.run(main, command="convert", define_flags=define_flags)

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from ppool_jax.extras import require
 from ppool_jax.models.vgg import VGG16_BLOCKS
 
 FORMATS = ("torchvision", "keras")
@@ -69,9 +70,9 @@ def read_keras_vgg16(path: str) -> dict:
     FileNotFoundError: no such file.
     ValueError: naming the layer that is missing or has the wrong shape.
   """
-  import h5py
   if not os.path.isfile(path):
     raise FileNotFoundError(f"weights file not found: {path}")
+  h5py = require("h5py", "keras")
   params, problems, c_in = {}, [], 3
   with h5py.File(path, "r") as h5:
     for b, block in enumerate(VGG16_BLOCKS, 1):

@@ -14,7 +14,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -72,8 +72,6 @@ def save_picture(cfg, state, eval_source, path: str, n: int = 4) -> None:
 
 
 def main(_):
-  from absl import logging
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
   from ppool_jax.train import train
   from ppool_jax.train.inputs import num_classes, sources
   cfg = FLAGS.config
@@ -90,6 +88,6 @@ def main(_):
   print(f"wrote {path}")
 
 
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+if __name__ == "__main__":  # errors: one line, exit status 2, --verbose (ppool_jax.cli)
+  from ppool_jax import cli
+  cli.run(main, command="demo", define_flags=define_flags)

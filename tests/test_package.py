@@ -42,6 +42,35 @@ def test_importing_any_module_defines_no_flags_and_light_modules_skip_pil_and_tf
   assert "flags [] False False" in out, out
 
 
+@pytest.mark.slow  # a training in a subprocess
+def test_core_install_trains_without_tensorflow_tfds_and_h5py(tmp_path):
+  """The optional dependencies blocked (``sys.modules[name] = None`` makes importing them an
+  ImportError): a synthetic run trains; the features that need them name their extra."""
+  open(tmp_path / "w.h5", "w").close()
+  out = _python(f"""
+      import sys
+      for name in ("tensorflow", "tensorflow_datasets", "array_record", "h5py"):
+        sys.modules[name] = None
+      sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
+      import tiny_config
+      import ppool_jax.data, ppool_jax.train, ppool_jax.convert
+      from ppool_jax.train import train
+      cfg = tiny_config.get_config()
+      cfg.total_steps, cfg.global_batch_size = 2, 2
+      state, scores = train(cfg, "run")
+      print("trained", int(state.step), 0 <= scores["miou"] <= 1)
+      for load in (lambda: __import__("ppool_jax.data.tfds_builders"),
+                   lambda: ppool_jax.convert.read_keras_vgg16("w.h5")):
+        try:
+          load()
+        except ImportError as e:
+          print("error", e)
+      """, cwd=tmp_path, timeout=300)
+  assert "trained 2 True" in out, out
+  assert "tensorflow_datasets is not installed: reading prepared TFDS datasets" in out, out
+  assert "pip install 'ppool_jax[tfds]'" in out and "pip install 'ppool_jax[keras]'" in out, out
+
+
 def test_train_cli_takes_package_config_names_from_any_directory(tmp_path):
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
   r = subprocess.run([sys.executable, "-m", "ppool_jax.train", "--help"], cwd=tmp_path, env=env,

@@ -110,12 +110,23 @@ def test_resume_with_another_model_is_a_one_line_error(run, tmp_path, monkeypatc
   assert read_record(workdir)["config"]["model"]["pooling"] == "p"  # the record is kept
 
 
-def test_resume_with_more_steps(run, tmp_path):
+def test_resume_with_more_steps(run, tmp_path, monkeypatch):
   workdir = _copy(run, tmp_path)
   cfg = _cfg()
   cfg.total_steps, cfg.log_every, cfg.dataset.num_workers = 6, 3, 2
+  logged = {"info": [], "warning": []}
+
+  class Log:  # the loop's absl logging, recorded
+    info = staticmethod(lambda msg, *a: logged["info"].append(msg % a))
+    warning = staticmethod(lambda msg, *a: logged["warning"].append(msg % a))
+
+  monkeypatch.setattr(loop, "logging", Log)
   state, _ = train(cfg, workdir)
   assert int(state.step) == 6 and load_run(workdir).step == 6
+  # Resuming is news, not a problem; the start-up summary is logged once.
+  assert f"resumed from step 4 in {workdir}" in logged["info"] and not logged["warning"]
+  summaries = [m for m in logged["info"] if m.startswith(f"run {workdir}: resumes from step 4 of 6")]
+  assert len(summaries) == 1 and "batch: global 8 = 8 devices x 1 per device" in summaries[0]
   with open(os.path.join(workdir, RUN_RECORD)) as f:    # the record follows the new settings
     assert json.load(f)["config"]["total_steps"] == 6
 

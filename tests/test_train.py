@@ -20,7 +20,7 @@ import pytest
 import tiny_config
 from ppool_jax.train import make_train_step, model_from_config, train
 from ppool_jax.train.checkpoints import Checkpoints, NonFiniteStateError
-from ppool_jax.train.inputs import MissingDataError
+from ppool_jax.train.preflight import ConfigError, check_config
 from ppool_jax.train.loop import NonFiniteTrainingError, init_state, unreplicate
 from ppool_jax.train.optim import learning_rate_schedule, make_optimizer
 from ppool_jax.train.steps import AXIS
@@ -144,14 +144,17 @@ def test_configs_build_their_model(name, arg):
   assert out.shape[:3] == (1, 64, 64)
   from ppool_jax.train.inputs import boundary_protocol
   assert boundary_protocol(cfg) == ("void_band" if cfg.dataset.name == "voc_aug" else "label")
+  # Every shipped config passes the up-front check but for its data and weights.
   if cfg.dataset.name != "synthetic":
     cfg.dataset.root = "/nonexistent/dataset"
-    with pytest.raises(MissingDataError, match="dataset folder not found: /nonexistent/dataset"):
-      train(cfg, "/tmp/unused")
+  problems = [p for p in check_config(cfg) if not p.startswith("pretrained weights not found")]
+  assert problems == ([] if cfg.dataset.name == "synthetic" else [
+      f"{cfg.dataset.name}: dataset folder not found: /nonexistent/dataset (see README, 'Real "
+      "datasets')."])
 
 
 def test_missing_pretrained_weights_is_a_clear_error(tmp_path):
   cfg = _cfg()
   cfg.model.pretrained = str(tmp_path / "weights")
-  with pytest.raises(FileNotFoundError, match="pretrained weights not found.*ppool_jax.convert"):
+  with pytest.raises(ConfigError, match="pretrained weights not found.*ppool_jax.convert"):
     train(cfg, str(tmp_path / "run"))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
+import re
+import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -97,5 +99,33 @@ def define_config_flag(name: str = "config", default: str | None = None,
       return file_parser.flag_type()
 
   # absl parses every later value (--config NAME) with the flag's parser.
-  flag_values[name].parser = _ResolvingParser()
+  flag = flag_values[name]
+  flag.parser = _ResolvingParser()
+  # ml_collections applies the --config.<field> overrides after loading the file and raises
+  # a KeyError (inside an AttributeError) with an escaped message for an unknown field.
+  load_and_override = flag._parse
+
+  def _parse(argument):
+    try:
+      return load_and_override(argument)
+    except (AttributeError, KeyError) as e:
+      raise flags.IllegalFlagValueError(unknown_field_message(name, e, sys.argv)) from e
+
+  flag._parse = _parse
   return holder
+
+
+def unknown_field_message(name: str, error: BaseException, argv) -> str:
+  """One line for an override of a field the config lacks: the override flags that name the
+  field, and ml_collections' "did you mean" suggestion when it made one."""
+  text = error
+  while isinstance(text, BaseException) and text.args:
+    text = text.args[0]
+  key, _, hint = str(text).partition("\n")
+  key = key.strip("'\"")
+  given = [m.group(0).split("=")[0] for a in argv
+           if (m := re.match(rf"--?(?:no)?{re.escape(name)}\.[\w.]+", a))]
+  named = [g for g in given if key in g.split(".")[1:]] or given
+  where = f" ({', '.join(named)})" if named else ""
+  hint = " " + " ".join(hint.split()) if hint else ""
+  return f"the config has no field {key!r}{where}.{hint}"

@@ -95,6 +95,16 @@ def augment(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
   return normalize(image, cfg), label.astype(np.int32)
 
 
+def per_device_batch(global_batch_size: int, process_count: int, num_devices: int) -> int:
+  """The per-device batch of a global batch split over ``process_count`` processes with
+  ``num_devices`` local devices each; a ValueError unless it divides into them."""
+  per_device, rem = divmod(global_batch_size, process_count * num_devices)
+  if global_batch_size < 1 or rem:
+    raise ValueError(f"global batch {global_batch_size} must divide into {process_count} "
+                     f"processes x {num_devices} devices.")
+  return per_device
+
+
 class TrainLoader:
   """Deterministic, resumable training batches shaped for ``pmap``.
 
@@ -107,10 +117,8 @@ class TrainLoader:
   def __init__(self, source, *, global_batch_size: int, num_devices: int, seed: int,
                cfg: AugmentConfig, process_index: int = 0, process_count: int = 1,
                num_workers: int = 4):
-    per_process, rem = divmod(global_batch_size, process_count)
-    if rem or per_process % num_devices:
-      raise ValueError(f"global batch {global_batch_size} must divide into {process_count} "
-                       f"processes x {num_devices} devices.")
+    per_device_batch(global_batch_size, process_count, num_devices)  # checks the division
+    per_process = global_batch_size // process_count
     if len(source) == 0:
       raise ValueError("TrainLoader: the source is empty.")
     self.source, self.cfg, self.seed = source, cfg, seed

@@ -4,7 +4,9 @@
       --data_dir ~/tensorflow_datasets
 """
 
-from absl import app, flags
+from absl import flags
+
+from ppool_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -28,6 +30,5 @@ def main(_):
     print(f"{FLAGS.dataset}/{split}: {info.num_examples} examples in {builder.data_dir}")
 
 
-if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+if __name__ == "__main__":  # errors: one line, exit status 2, --verbose (ppool_jax.cli)
+  cli.run(main, command="data.prepare", define_flags=define_flags)

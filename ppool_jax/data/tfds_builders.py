@@ -4,7 +4,9 @@ They convert an extracted dataset (layouts in ``ppool_jax.data.folders``) once i
 ArrayRecord files; training then reads them with ``tfds.data_source`` — random access,
 no TensorFlow at read time, which our deterministic, resumable numpy pipeline needs
 (every batch is a pure function of ``(seed, step)``). Preparing needs TensorFlow
-(``pip install -e .[prepare]``) because ``tfds.features.Image`` encodes PNGs with it::
+(``pip install 'ppool_jax[prepare]'``) because ``tfds.features.Image`` encodes PNGs with it;
+reading needs only TensorFlow Datasets (``pip install 'ppool_jax[tfds]'``). Without them,
+importing this module is an ImportError naming the extra::
 
   python -m ppool_jax.data.prepare --dataset voc_aug --manual_dir ~/data/VOCdevkit/VOC2012 \\
       --data_dir ~/tensorflow_datasets
@@ -15,9 +17,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from ppool_jax.data.folders import get_spec, read_example
+from ppool_jax.extras import require
+
+tfds = require("tensorflow_datasets", "tfds")
 
 _INSTRUCTIONS = {
     "voc_aug": "Extract VOCtrainval_11-May-2012.tar and the SBD augmentation "
@@ -82,6 +86,10 @@ BUILDERS = {"voc_aug": VocAugSeg, "cityscapes": CityscapesSeg, "ade20k": Ade20kS
 
 def prepare(dataset: str, manual_dir: str, data_dir: str) -> tfds.core.DatasetBuilder:
   """Converts the extracted dataset at ``manual_dir`` into ArrayRecord files in ``data_dir``."""
+  require("tensorflow", "prepare")  # tfds.features.Image encodes with it
+  spec = get_spec(dataset)
+  for split in spec.splits:  # a DatasetError naming what is missing, before TFDS starts
+    spec.list_examples(manual_dir, split)
   builder = BUILDERS[dataset](data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))

@@ -6,9 +6,15 @@ Config fields are overridable from the command line (``--config.model.pooling=ma
 Multi-host: pass ``--config.distributed.coordinator_address=host:port``,
 ``--config.distributed.num_processes`` and ``--config.distributed.process_id`` (or set them
 in the config); each process then reads its own shard of every batch.
+
+Errors in the config, missing data or weights and an incompatible workdir are one line,
+``ppool_jax.train: error: ...``, exit status 2 (``--verbose``: the traceback); see
+:mod:`ppool_jax.cli`.
 """
 
-from absl import app, flags, logging
+from absl import flags
+
+from ppool_jax import cli
 
 FLAGS = flags.FLAGS
 
@@ -23,17 +29,18 @@ def define_flags() -> None:
 
 def main(_):
   from ppool_jax.train.loop import train
-  from ppool_jax.train.runs import IncompatibleRunError
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  try:
-    _, scores = train(FLAGS.config, FLAGS.workdir)
-  except IncompatibleRunError as e:
-    raise SystemExit(f"IncompatibleRunError: {e}") from None
+  _, scores = train(FLAGS.config, FLAGS.workdir)
   if scores:
     print("final eval: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()
                                      if not hasattr(v, "shape") or v.shape == ()))
 
 
+def errors() -> tuple[type[BaseException], ...]:
+  """The training errors besides :data:`ppool_jax.cli.ERRORS` reported in one line."""
+  from ppool_jax.train.checkpoints import NonFiniteStateError
+  from ppool_jax.train.loop import NonFiniteTrainingError
+  return NonFiniteTrainingError, NonFiniteStateError
+
+
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, command="train", define_flags=define_flags, errors=errors())

@@ -18,6 +18,12 @@ class MissingDataError(FileNotFoundError):
   pass
 
 
+def dataset_names() -> tuple[str, ...]:
+  """Every ``dataset.name`` a config may give: the synthetic sets, the named folder readers
+  and ``folder`` (a dataset of one's own)."""
+  return tuple(sorted((*SYNTHETIC_NAMES, *DATASETS, custom.NAME)))
+
+
 def dataset_spec(cfg: ml_collections.ConfigDict) -> DatasetSpec:
   """The spec of a file dataset: a named one (``voc_aug``, ...) or ``folder``, built from
   ``dataset.folder`` (``ppool_jax.data.custom``). Not for the synthetic datasets."""
@@ -25,8 +31,7 @@ def dataset_spec(cfg: ml_collections.ConfigDict) -> DatasetSpec:
   if d.name == custom.NAME:
     return custom.spec_from_config(d.folder)
   if d.name not in DATASETS:
-    raise ValueError(f"unknown dataset {d.name!r}; known: "
-                     f"{', '.join(sorted(SYNTHETIC_NAMES) + sorted(DATASETS) + [custom.NAME])}.")
+    raise ValueError(f"unknown dataset {d.name!r}; choose from {', '.join(dataset_names())}.")
   return get_spec(d.name)
 
 

@@ -23,8 +23,11 @@ from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_nam
                                     detail_classes, num_classes, sources, train_loader)
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
-from ppool_jax.train.runs import DTYPES, build_model, record_run  # noqa: F401  (DTYPES re-exported)
+from ppool_jax.train.preflight import ConfigError, field_problems, missing_pretrained, require_valid
+from ppool_jax.train.runs import (  # noqa: F401  (DTYPES re-exported)
+    DTYPES, build_model, checkpoint_steps, record_run)
 from ppool_jax.train.steps import AXIS, TrainState
+from ppool_jax.train.summary import format_facts, startup_facts
 from ppool_jax.train.writers import MetricWriter
 
 class NonFiniteTrainingError(RuntimeError):
@@ -46,21 +49,20 @@ def model_from_config(cfg: ml_collections.ConfigDict):
                      bn_axis_name=AXIS if cfg.get("parallel", "pmap") == "pmap" else None)
 
 
-def init_state(cfg, model, tx, image_shape) -> TrainState:
+def init_state(cfg, model, tx, image_shape, load_pretrained: bool = True) -> TrainState:
+  """The step-0 state: initialised variables, with ``cfg.model.pretrained``'s weights merged
+  in when set and ``load_pretrained`` (a resumed run restores them from its checkpoint)."""
   rng = jax.random.PRNGKey(cfg.seed)
   init_rng, dropout_rng, train_rng = jax.random.split(rng, 3)
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   variables = jax.jit(lambda: model.init({"params": init_rng, "dropout": dropout_rng}, x))()
   variables = {k: v for k, v in variables.items() if k != "intermediates"}
-  if cfg.model.pretrained:
-    path = os.path.expanduser(cfg.model.pretrained)
-    if not os.path.isdir(path):
-      raise FileNotFoundError(
-          f"pretrained weights not found: {cfg.model.pretrained}. Convert torchvision ImageNet "
-          f"weights with `python -m ppool_jax.convert --arch <vgg16|resnet50> --input <file> "
-          f"--output {cfg.model.pretrained}`, or pass --config.model.pretrained= to train from "
-          "scratch.")
-    variables = convert.merge_pretrained(variables, convert.restore(path), cfg.model.name)
+  if cfg.model.pretrained and load_pretrained:
+    missing = missing_pretrained(cfg.model.pretrained)
+    if missing:
+      raise FileNotFoundError(missing)
+    variables = convert.merge_pretrained(
+        variables, convert.restore(os.path.expanduser(cfg.model.pretrained)), cfg.model.name)
   params = variables.pop("params")
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                     opt_state=tx.init(params), rng=train_rng,
@@ -117,23 +119,36 @@ def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict]:
-  """Trains (or resumes) a run in ``workdir``; returns the final state and eval scores."""
+  """Trains (or resumes) a run in ``workdir``; returns the final state and eval scores.
+
+  Before anything is recorded, read or built, every problem of the config knowable up front
+  is raised together (:class:`~ppool_jax.train.preflight.ConfigError`), then a workdir
+  trained with an incompatible config stops (:class:`IncompatibleRunError`)."""
+  problems = field_problems(cfg)  # the distributed set-up reads cfg.distributed
+  if problems:
+    raise ConfigError(problems)
   maybe_initialize_distributed(cfg)
-  # Before anything else: a workdir trained with an incompatible config stops here.
-  record_run(workdir, cfg, class_names(cfg))
   process, nproc = jax.process_index(), jax.process_count()
   num_devices = jax.local_device_count()
+  resuming = bool(checkpoint_steps(workdir))
+  require_valid(cfg, nproc, num_devices, resuming)
+  record_run(workdir, cfg, class_names(cfg))
   train_source, eval_source = sources(cfg)
   aug = augment_config(cfg)
   loader = train_loader(cfg, train_source, num_devices, process, nproc)
   model = model_from_config(cfg)
   tx = make_optimizer(cfg)
-  state = init_state(cfg, model, tx, aug.crop_size + (3,))
   ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
   start = ckpts.latest_step() or 0
+  state = init_state(cfg, model, tx, aug.crop_size + (3,), load_pretrained=not start)
   if start:
     state = ckpts.restore(start, jax.device_get(state))
-    logging.warning("resumed from step %d in %s", start, workdir)
+    logging.info("resumed from step %d in %s", start, workdir)
+  if process == 0:
+    logging.info("%s", format_facts(startup_facts(
+        cfg, workdir=workdir, start_step=start, process_count=nproc,
+        local_device_count=num_devices, device_kind=jax.local_devices()[0].device_kind,
+        train_size=len(train_source), eval_size=len(eval_source), params=state.params)))
   runner = make_runner(cfg.get("parallel", "pmap"), model, tx, num_classes(cfg),
                        cfg.loss.normalization, boundary_protocol(cfg),
                        diagnostics=cfg.get("alpha_diagnostics", True), eval_tta=eval_tta(cfg))
