@@ -11,11 +11,12 @@ with the weights as constants; lowering for accelerators works on a CPU-only mac
 Shapes. The batch ``b`` is always symbolic: the model runs on each image alone (``vmap``), so
 an image's logits never depend on the other images of the batch (they would for a side branch
 with ``input_norm="rms"``, which normalises by the batch's RMS). The image size ``h, w`` is
-symbolic when the model can be traced so (max/avg/strided poolings: any size works, odd
-included). P-pooling and the other poolings built on :mod:`ppool_jax.ops.windows` compute
-their window geometry (padding, validity masks) from concrete sizes, so their models are
-exported at fixed sizes: those of ``--shape`` (one artifact per size), else the training crop;
-the sidecar says which, and why.
+symbolic when the model can be traced so: poolings ``max``, ``avg``, ``mixed`` and
+``stride_in_conv`` (any size works, odd included). P-pooling and the other poolings built on
+:mod:`ppool_jax.ops.windows` compute their window geometry (padding, validity masks) from
+concrete sizes, and ``strided_conv``'s SAME padding needs them too, so those models are exported
+at fixed sizes: those of ``--shape`` (one artifact per size), else the training crop; the
+sidecar says which, and why.
 
 ``DIR`` gets ``model.jax`` (symbolic size) or ``model_<H>x<W>.jax`` per size, the sidecar
 ``export.json`` (class names, preprocessing, platforms, input and output specs, the run's step)
@@ -103,16 +104,19 @@ def _dims(shape) -> list:
   return [d if isinstance(d, int) else str(d) for d in shape]
 
 
-def _sizes_to_export(fn, sizes, crop: int, platforms) -> tuple[dict, str | None]:
-  """``({size or None: Exported}, why fixed)``: symbolic when no ``sizes`` are given and the
-  model allows it, else ``sizes`` (default: the training crop)."""
-  why = None
+def export_sizes(fn: Callable, sizes: Sequence[tuple[int, int]], crop: int,
+                 platforms: Sequence[str] = PLATFORMS) -> tuple[dict, str | None]:
+  """``({size or None: Exported}, why fixed)``: one symbolic-size export when no ``sizes``
+  are given and ``fn`` can be traced so, else one per size of ``sizes`` (default: the training
+  ``crop``). A symbolic trace that fails for any shape reason falls back to the fixed size, where
+  a genuine error raises again."""
   if not sizes:
     try:
       return {None: export_fn(fn, None, platforms)}, None
-    except jax.errors.InconclusiveDimensionOperation as e:
-      first = str(e).strip().splitlines()[0]
-      why = f"the model cannot be traced with a symbolic image size ({first})"
+    except (jax.errors.InconclusiveDimensionOperation, ValueError, TypeError) as e:
+      first = (str(e).strip().splitlines() or [""])[0]
+      first = first if len(first) <= 160 else first[:157] + "..."
+      why = f"the model cannot be traced with a symbolic image size ({type(e).__name__}: {first})"
       sizes = [(crop, crop)]
   else:
     why = "fixed sizes requested with --shape"
@@ -153,7 +157,7 @@ def export_run(workdir: str, out: str, sizes: Sequence[tuple[int, int]] = (),
   run = load_run(workdir, step=step)
   aug = augment_config(run.config)
   fn = inference_fn(run.model, run.variables, aug)
-  exported, why = _sizes_to_export(fn, sizes, run.config.dataset.crop_size, platforms)
+  exported, why = export_sizes(fn, sizes, run.config.dataset.crop_size, platforms)
   class_names = read_record(os.path.abspath(os.path.expanduser(workdir)))["class_names"]
   os.makedirs(out)
   artifacts = {}

@@ -15,6 +15,7 @@ from ppool_jax import export
 from ppool_jax.data.pipeline import normalize
 from ppool_jax.train import load_run, train
 from ppool_jax.train.inputs import augment_config, class_names
+from ppool_jax.train.runs import build_model
 
 SIZES = ((32, 48), (37, 29))   # one even, one odd size (SAME padding at the borders)
 P_POOLING = "max,max,p"        # one P-pooling stage: a cheaper training compile than all three
@@ -115,6 +116,24 @@ def test_p_pooling_is_exported_at_fixed_sizes(runs, exported):
     _assert_close(np.asarray(art.call(images)), _live(runs["p"], images))
   with pytest.raises(ValueError, match="shape"):      # a fixed-size artifact checks its input
     art.call(_images(1, h + 1, w))
+
+
+@pytest.mark.parametrize("pooling,symbolic", [("avg", True), ("stride_in_conv", True),
+                                              ("strided_conv", False)])
+def test_symbolic_size_where_the_model_allows(pooling, symbolic):
+  """No run needed: the tiny model of each pooling, exported for cpu only."""
+  cfg = _cfg(pooling)
+  model = build_model(cfg, 3)
+  variables = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3), np.float32))
+  fn = export.inference_fn(model, variables, augment_config(cfg))
+  arts, why = export.export_sizes(fn, (), crop=24, platforms=("cpu",))
+  assert list(arts) == ([None] if symbolic else [(24, 24)])
+  assert (why is None) == symbolic and (symbolic or "symbolic image size" in why)
+  h, w = SIZES[1] if symbolic else (24, 24)
+  images = _images(2, h, w, seed=4)
+  want = jax.jit(lambda x: model.apply(variables, x, train=False))(
+      normalize(images, augment_config(cfg)))
+  _assert_close(np.asarray(next(iter(arts.values())).call(images)), np.asarray(want))
 
 
 def test_every_platform_is_lowered(exported):
