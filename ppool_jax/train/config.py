@@ -39,6 +39,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress_bar = True
   c.parallel = "pmap"                    # pmap | mesh (jit over a Mesh with NamedSharding)
   c.alpha_diagnostics = True             # log alpha/<layer>/... (ppool_jax.train.diagnostics)
+  c.prefetch = 2                         # batches placed on the devices ahead of the step (0: off)
+  c.profile_steps = ""                   # "START,STOP": jax.profiler trace in <workdir>/profile
 
   c.dataset = ml_collections.ConfigDict()
   c.dataset.name = "synthetic"           # synthetic | voc_aug | cityscapes | ade20k

@@ -32,6 +32,7 @@ RESUME_COMPATIBLE = (
     "total_steps",               # train on (or stop earlier)
     "log_every", "eval_every", "eval_limit", "checkpoint_every", "keep_checkpoints",
     "max_consecutive_nonfinite", "progress_bar", "alpha_diagnostics",
+    "prefetch", "profile_steps",  # where batches wait, what is traced: not what is computed
     "parallel",                  # pmap and mesh checkpoints are interchangeable (tested)
     "dataset.num_workers",
     "dataset.root", "dataset.data_dir", "dataset.reader",  # where the same data lives
