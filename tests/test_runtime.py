@@ -64,14 +64,15 @@ def test_async_loop_logs_what_a_synchronous_loop_reads_and_stops_on_device_count
   naming step 14, before checkpointing it. Its logged rows equal a per-step synchronous
   reading of the same steps."""
   cfg = tiny_config.get_config()
-  cfg.total_steps, cfg.log_every, cfg.checkpoint_every, cfg.max_consecutive_nonfinite = 20, 5, 5, 3
+  cfg.total_steps, cfg.log_every, cfg.checkpoint_every = 20, 5, 5
+  cfg.max_consecutive_nonfinite = 3
   cfg.parallel = "pmap"
   poison = (3, 7, 12, 13, 14)
   real = loop.train_loader
   monkeypatch.setattr(loop, "train_loader", lambda *a, **k: _Poisoned(real(*a, **k), poison))
   workdir = str(tmp_path / "run")
-  with pytest.raises(NonFiniteTrainingError,
-                     match=r"3 consecutive non-finite updates at step 14 \(non-finite from step 12"):
+  stop = r"3 consecutive non-finite updates at step 14 \(non-finite from step 12"
+  with pytest.raises(NonFiniteTrainingError, match=stop):
     train(cfg, workdir)
   assert _saved_steps(workdir) == [5, 10]
   logged = _rows(workdir)
