@@ -13,6 +13,7 @@ import pytest
 
 from ppool_jax.train import model_from_config, train
 from ppool_jax.train.diagnostics import alpha_perturbations, side_branch_drift
+from ppool_jax.train.guard import new_record
 from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
@@ -83,8 +84,9 @@ def test_clipped_positions_pass_no_gradient_and_are_counted():
       state.params, perts)
   runner = make_runner("mesh", net, tx, 6, cfg.loss.normalization, "label",
                        jax.local_devices()[:1], diagnostics=True)
-  _, metrics = runner.train_step(runner.place(state), jax.tree_util.tree_map(
-      lambda x: x[None], batch))
+  _, _, metrics = runner.train_step(runner.place(state), runner.place(new_record(1)),
+                                    runner.put(jax.tree_util.tree_map(lambda x: x[None], batch)))
+  metrics = runner.to_host(metrics)
   fi, fg = flax.traverse_util.flatten_dict(inter), flax.traverse_util.flatten_dict(g)
   for layer in LAYERS:
     path = tuple(layer.split("/"))
@@ -124,8 +126,9 @@ def test_step_reports_alpha_statistics_exactly(mode, n):
   runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label",
                        jax.local_devices()[:n], diagnostics=True)
   sharded = jax.tree_util.tree_map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
-  new, metrics = runner.train_step(runner.place(state), sharded)
-  new = runner.to_host(new)
+  new, _, metrics = runner.train_step(runner.place(state), runner.place(new_record(1)),
+                                      runner.put(sharded))
+  new, metrics = runner.to_host(new), runner.to_host(metrics)
   loss = _loss(net, state, batch)
   perts = alpha_perturbations(net, {"params": state.params}, batch["image"], [],
                               {"dropout": jax.random.PRNGKey(0)})

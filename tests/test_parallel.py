@@ -15,6 +15,7 @@ import pytest
 
 import tiny_config
 from ppool_jax.train import model_from_config, train
+from ppool_jax.train.guard import new_record
 from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
@@ -34,8 +35,9 @@ def _one_step(mode, devices, cfg, tx, state, batch, model=None):
   runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label", devices)
   d = len(devices)
   sharded = jax.tree_util.tree_map(lambda x: x.reshape((d, -1) + x.shape[1:]), batch)
-  new, metrics = runner.train_step(runner.place(state), sharded)
-  return runner.to_host(new), metrics
+  new, _, metrics = runner.train_step(runner.place(state), runner.place(new_record(1)),
+                                      runner.put(sharded))
+  return runner.to_host(new), runner.to_host(metrics)
 
 
 @pytest.mark.parametrize("model", [dict(name="vgg16_seg", pooling="p"),

@@ -13,6 +13,7 @@ _EXPORTS = {
     "base_config": "config", "summed_lr_to_mean_lr": "config",
     "NonFiniteTrainingError": "loop", "model_from_config": "loop", "train": "loop",
     "IncompatibleRunError": "runs", "LoadedRun": "runs", "load_run": "runs",
+    "TrainingPreempted": "runtime",
     "TrainState": "steps", "make_eval_step": "steps", "make_train_step": "steps",
 }
 

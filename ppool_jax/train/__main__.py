@@ -10,6 +10,9 @@ in the config); each process then reads its own shard of every batch.
 Errors in the config, missing data or weights and an incompatible workdir are one line,
 ``ppool_jax.train: error: ...``, exit status 2 (``--verbose``: the traceback); see
 :mod:`ppool_jax.cli`.
+
+SIGTERM or SIGINT: the run finishes its step, checkpoints it and exits with status 0; the
+same command resumes it.
 """
 
 from absl import flags
@@ -29,7 +32,12 @@ def define_flags() -> None:
 
 def main(_):
   from ppool_jax.train.loop import train
-  _, scores = train(FLAGS.config, FLAGS.workdir)
+  from ppool_jax.train.runtime import TrainingPreempted
+  try:
+    _, scores = train(FLAGS.config, FLAGS.workdir)
+  except TrainingPreempted as e:  # checkpointed: a clean stop, status 0
+    print(f"preempted: {e}", flush=True)
+    return
   if scores:
     print("final eval: " + ", ".join(f"{k}={v:.4f}" for k, v in scores.items()
                                      if not hasattr(v, "shape") or v.shape == ()))

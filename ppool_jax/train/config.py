@@ -45,6 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress_bar = True
   c.parallel = "pmap"                    # pmap | mesh (jit over a Mesh with NamedSharding)
   c.alpha_diagnostics = True             # log alpha/<layer>/... (ppool_jax.train.diagnostics)
+  c.prefetch = 2                         # batches placed on the devices ahead of the step (0: off)
+  c.profile_steps = ""                   # "START,STOP": jax.profiler trace in <workdir>/profile
 
   c.eval = ml_collections.ConfigDict()
   c.eval.scales = (1.0,)                 # [ours] single scale; DeepLab's multi-scale test:

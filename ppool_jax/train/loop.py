@@ -1,5 +1,12 @@
 """The training loop: data parallel (pmap or jit over a mesh), resume, periodic eval,
-logging, checkpoints."""
+logging, checkpoints.
+
+The host never waits for a step it dispatched except where it must read something: on
+logging steps (metrics), checkpoint and evaluation steps, and a preemption stop. Batches are
+prefetched to the devices (``cfg.prefetch``) and the non-finite guard runs on the device
+(:mod:`ppool_jax.train.guard`); SIGTERM/SIGINT checkpoint and stop after the current step
+(:mod:`ppool_jax.train.runtime`).
+"""
 
 from __future__ import annotations
 
@@ -19,20 +26,19 @@ from ppool_jax.metrics import segmentation_scores
 from ppool_jax.train.checkpoints import Checkpoints
 from ppool_jax.train.config import eval_tta
 from ppool_jax.train.diagnostics import side_branch_drift, side_branch_params
+from ppool_jax.train.guard import NonFiniteTrainingError, check_record, new_record  # noqa: F401
 from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_names,
                                     detail_classes, num_classes, sources, train_loader)
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
 from ppool_jax.train.preflight import ConfigError, field_problems, missing_pretrained, require_valid
+from ppool_jax.train.runtime import (Preemption, Profiler, StepTimes, TrainingPreempted,
+                                     prefetch)
 from ppool_jax.train.runs import (  # noqa: F401  (DTYPES re-exported)
     DTYPES, build_model, checkpoint_steps, record_run)
 from ppool_jax.train.steps import AXIS, TrainState
 from ppool_jax.train.summary import format_facts, startup_facts
 from ppool_jax.train.writers import MetricWriter
-
-class NonFiniteTrainingError(RuntimeError):
-  pass
-
 
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
   """``jax.distributed.initialize`` for multi-host runs (a coordinator address is set)."""
@@ -153,49 +159,61 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
                        cfg.loss.normalization, boundary_protocol(cfg),
                        diagnostics=cfg.get("alpha_diagnostics", True), eval_tta=eval_tta(cfg))
   rstate = runner.place(state)
+  record = runner.place(new_record(cfg.max_consecutive_nonfinite))
   writer = MetricWriter(workdir, enabled=process == 0)
   drift_from = _initial_side_branch(workdir, state, start) if cfg.get(
       "alpha_diagnostics", True) else {}
   bar = tqdm(total=cfg.total_steps, initial=start, disable=process != 0 or not cfg.progress_bar,
              desc="train", unit="step", dynamic_ncols=True)
+  batches = prefetch((loader.batch(s) for s in range(start, cfg.total_steps)), runner.put,
+                     cfg.get("prefetch", 2))
+  times, profiler = StepTimes(), Profiler(cfg.get("profile_steps", ""), workdir)
   scores: dict = {}
-  skipped = 0
+  reported, logged = 0, start
   t0, s0 = time.perf_counter(), start
   try:
-    for step in range(start, cfg.total_steps):
-      rstate, metrics = runner.train_step(rstate, loader.batch(step))
-      done = step + 1
-      if not metrics["finite"]:
-        skipped += 1
-        nonfinite = int(metrics["nonfinite"])
-        logging.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)",
-                        done, nonfinite)
-        if nonfinite >= cfg.max_consecutive_nonfinite:
-          raise NonFiniteTrainingError(
-              f"{nonfinite} consecutive non-finite updates at step {done}: stopping. The last "
-              f"finite checkpoint (step {ckpts.latest_step()}) in {workdir} is intact; lower the "
-              "learning rate or check the data.")
-      bar.update(1)
-      bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-      # Step 1 too: its forward pass (loss, alpha statistics) is the initial state's.
-      if done % cfg.log_every == 0 or done == cfg.total_steps or done == 1:
-        rate = (done - s0) / (time.perf_counter() - t0)
-        drift = side_branch_drift(runner.to_host(side_branch_params(rstate.params)),
-                                  drift_from) if drift_from else {}
-        writer.write(done, "train", {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
-                                     "steps_per_second": rate, "skipped_updates": skipped,
-                                     **{k: v for k, v in metrics.items() if k.startswith("alpha/")},
-                                     **drift})
-      if done % cfg.checkpoint_every == 0 or done == cfg.total_steps:
-        ckpts.save(done, runner.to_host(rstate))
-      if done % cfg.eval_every == 0 or done == cfg.total_steps:
-        scores = evaluate(runner, rstate, eval_source, cfg, num_devices)
-        writer.write(done, "eval", scores)
-        if process == 0:
-          bar.write(f"step {done}: " + ", ".join(
-              f"{k}={v:.4f}" for k, v in scores.items()
-              if np.ndim(v) == 0 and not k.startswith("iou/")))
+    with Preemption() as preemption:
+      for step in range(start, cfg.total_steps):
+        done = step + 1
+        profiler.before(done)
+        batch = times.timed("data", next, batches)
+        # Dispatched, not waited for: the host moves on to the next batch.
+        rstate, record, metrics = times.timed("step", runner.train_step, rstate, record, batch)
+        profiler.after(done, lambda: jax.block_until_ready(rstate))
+        bar.update(1)
+        # Step 1 too: its forward pass (loss, alpha statistics) is the initial state's.
+        log = done % cfg.log_every == 0 or done == cfg.total_steps or done == 1
+        save = done % cfg.checkpoint_every == 0 or done == cfg.total_steps
+        evaluate_now = done % cfg.eval_every == 0 or done == cfg.total_steps
+        stop = preemption.stop_now(sync=log)
+        if log or save or evaluate_now or stop:  # the host waits here only
+          reported = check_record(times.timed("step", runner.to_host, record), reported, workdir,
+                                  ckpts.latest_step())
+        if log:
+          host = times.timed("step", runner.to_host, metrics)
+          rate = (done - s0) / (time.perf_counter() - t0)
+          bar.set_postfix(loss=f"{host['loss']:.4f}")
+          drift = side_branch_drift(runner.to_host(side_branch_params(rstate.params)),
+                                    drift_from) if drift_from else {}
+          writer.write(done, "train", {
+              "loss": host["loss"], "grad_norm": host["grad_norm"], "steps_per_second": rate,
+              "skipped_updates": reported,
+              **{k: v for k, v in host.items() if k.startswith("alpha/")}, **drift,
+              **times.interval(done - logged)})
+          logged = done
+        if (save or stop) and ckpts.latest_step() != done:
+          ckpts.save(done, runner.to_host(rstate))
+        if stop:
+          raise TrainingPreempted(done, workdir, preemption.signame)
+        if evaluate_now:
+          scores = evaluate(runner, rstate, eval_source, cfg, num_devices)
+          writer.write(done, "eval", scores)
+          if process == 0:
+            bar.write(f"step {done}: " + ", ".join(
+                f"{k}={v:.4f}" for k, v in scores.items()
+                if np.ndim(v) == 0 and not k.startswith("iou/")))
   finally:
+    profiler.stop()
     bar.close()
     ckpts.close()
     writer.close()

@@ -15,6 +15,11 @@ Both run the same step function (:func:`ppool_jax.train.steps.make_train_step`):
 
 Both take and give back the same host-side state, so one checkpoint format serves both and
 a run can resume in the other mode.
+
+Nothing waits for the device: ``put`` places a batch with the step's input sharding (the
+loop calls it ahead, :func:`ppool_jax.train.runtime.prefetch`), ``train_step`` returns device
+arrays (the state, the non-finite :class:`~ppool_jax.train.guard.SkipRecord`, the metrics),
+and ``to_host`` is the one place the host waits for them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ppool_jax.train.guard import with_record
 from ppool_jax.train.steps import AXIS, make_eval_step, make_train_step
 
 MODES = ("pmap", "mesh")
@@ -45,22 +51,31 @@ class PmapRunner:
     # devices=None keeps pmap's default, all devices of all processes: passing the local
     # devices would make each process of a multi-host run reduce over its own only.
     self.devices = devices
-    self._train = jax.pmap(make_train_step(model, tx, normalization, AXIS, diagnostics),
-                           axis_name=AXIS,
-                           devices=devices, donate_argnums=(0,))
+    self._train = jax.pmap(with_record(make_train_step(model, tx, normalization, AXIS,
+                                                       diagnostics)),
+                           axis_name=AXIS, devices=devices, donate_argnums=(0,))
+    # pmap runs as jit(shard_map) over a mesh of the local devices in this order: a batch
+    # placed with this sharding goes to the step as it is.
+    local = jax.sharding.Mesh(np.asarray(devices or jax.local_devices()), (AXIS,))
+    self.batch_sharding = NamedSharding(local, P(AXIS))
     self._eval = jax.pmap(make_eval_step(model, num_classes, protocol, AXIS, *eval_tta),
                           axis_name=AXIS, devices=devices)
 
   def place(self, state):
+    """A host pytree (state, record), one copy per device."""
     return flax.jax_utils.replicate(state, self.devices or jax.local_devices())
 
-  def to_host(self, state):
-    return jax.device_get(unreplicate(state))
+  def to_host(self, tree):
+    """The host copy of a replicated output (state, record, metrics): waits for it."""
+    return jax.device_get(unreplicate(tree))
 
-  def train_step(self, state, batch):
-    """``batch`` leaves: ``(local devices, per_device, ...)``."""
-    state, metrics = self._train(state, batch)
-    return state, jax.tree_util.tree_map(lambda m: np.asarray(m)[0], jax.device_get(metrics))
+  def put(self, batch):
+    """The loader's ``(local devices, per_device, ...)`` batch, one slice per device."""
+    return jax.device_put(batch, self.batch_sharding)
+
+  def train_step(self, state, record, batch):
+    """One step on a :meth:`put` batch; returns device arrays ``(state, record, metrics)``."""
+    return self._train(state, record, batch)
 
   def eval_counts(self, state, batch):
     counts = jax.device_get(self._eval(state, batch))
@@ -77,35 +92,39 @@ class MeshRunner:
                               devices=devices)
     self.replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P(AXIS))
-    self._train = jax.jit(make_train_step(model, tx, normalization, None, diagnostics),
-                          in_shardings=(self.replicated, self.batch_sharding),
-                          out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+    self._train = jax.jit(with_record(make_train_step(model, tx, normalization, None,
+                                                      diagnostics)),
+                          in_shardings=(self.replicated, self.replicated, self.batch_sharding),
+                          out_shardings=self.replicated, donate_argnums=(0,))
     self._eval = jax.jit(make_eval_step(model, num_classes, protocol, None, *eval_tta),
                          in_shardings=(self.replicated, self.batch_sharding),
                          out_shardings=self.replicated)
 
   def place(self, state):
+    """A host pytree (state, record), replicated over the mesh."""
     # Through the host: the train step donates its state, and device_put of arrays that
     # already sit on one device could alias the caller's buffers.
     return jax.device_put(jax.device_get(state), self.replicated)
 
-  def to_host(self, state):
-    return jax.device_get(state)
+  def to_host(self, tree):
+    """The host copy of a replicated output (state, record, metrics): waits for it."""
+    return jax.device_get(tree)
 
-  def _global(self, batch):
-    """The loader's ``(local devices, per_device, ...)`` share -> one global array."""
+  def put(self, batch):
+    """The loader's ``(local devices, per_device, ...)`` share -> one global array, sharded
+    over the mesh (each process places its own share)."""
     def make(x):
       x = np.asarray(x)
       local = x.reshape((-1,) + x.shape[2:])
       return jax.make_array_from_process_local_data(self.batch_sharding, local)
     return jax.tree_util.tree_map(make, batch)
 
-  def train_step(self, state, batch):
-    state, metrics = self._train(state, self._global(batch))
-    return state, jax.tree_util.tree_map(np.asarray, jax.device_get(metrics))
+  def train_step(self, state, record, batch):
+    """One step on a :meth:`put` batch; returns device arrays ``(state, record, metrics)``."""
+    return self._train(state, record, batch)
 
   def eval_counts(self, state, batch):
-    counts = jax.device_get(self._eval(state, self._global(batch)))
+    counts = jax.device_get(self._eval(state, self.put(batch)))
     return jax.tree_util.tree_map(lambda c: np.asarray(c, np.int64), counts)
 
 

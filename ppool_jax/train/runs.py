@@ -33,6 +33,7 @@ RESUME_COMPATIBLE = (
     "log_every", "eval_every", "eval_limit", "checkpoint_every", "keep_checkpoints",
     "max_consecutive_nonfinite", "progress_bar", "alpha_diagnostics",
     "eval",                      # test-time augmentation: evaluation only
+    "prefetch", "profile_steps",  # where batches wait, what is traced: not what is computed
     "parallel",                  # pmap and mesh checkpoints are interchangeable (tested)
     "dataset.num_workers", "dataset.check_labels",
     "dataset.root", "dataset.data_dir", "dataset.reader",  # where the same data lives
