@@ -122,3 +122,17 @@ def run(main: Callable[[list[str]], Any], command: str,
       _fail(command, e)
 
   app.run(wrapped, argv=argv, flags_parser=parse)
+
+
+def call(fn: Callable[[], Any], command: str, verbose: bool,
+         errors: tuple[type[BaseException], ...] = ()) -> Any:
+  """``fn()`` for argparse-based commands (``predict``, ``export``): the project's errors
+  (:data:`ERRORS` and ``errors``) print :func:`error_line` and return :data:`EXIT_STATUS`
+  (``verbose``: they propagate with their traceback)."""
+  try:
+    return fn()
+  except ERRORS + tuple(errors) as e:
+    if verbose:
+      raise
+    print(error_line(command, e), file=sys.stderr)
+    return EXIT_STATUS

@@ -37,7 +37,8 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from ppool_jax import cli
 
 PLATFORMS = ("cpu", "cuda", "tpu")
 SIDECAR = "export.json"
@@ -208,15 +209,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parser().parse_args(argv)
-  try:
+
+  def run() -> dict:
     sizes = [parse_size(s) for s in args.shape]
     platforms = tuple(p.strip() for p in args.platforms.split(",") if p.strip())
-    sidecar = export_run(args.workdir, args.out, sizes, platforms, args.saved_model, args.step)
-  except (OSError, ValueError, ImportError) as e:
-    if args.verbose:
-      raise
-    print(f"ppool_jax.export: error: {e}", file=sys.stderr)
-    return 2
+    return export_run(args.workdir, args.out, sizes, platforms, args.saved_model, args.step)
+
+  sidecar = cli.call(run, "export", args.verbose)
+  if sidecar == cli.EXIT_STATUS:
+    return sidecar
   if sidecar["fixed_size_reason"]:
     print(f"fixed image sizes: {sidecar['fixed_size_reason']}")
   for name, a in sidecar["artifacts"].items():

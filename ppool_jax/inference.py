@@ -59,7 +59,7 @@ class Predictor:
                overlap: float = 1 / 3, scales: Sequence[float] | None = None,
                flip: bool | None = None, batch_size: int = 8, devices=None):
     from ppool_jax.train.config import eval_tta
-    from ppool_jax.train.inputs import augment_config
+    from ppool_jax.train.inputs import augment_config, palette
     if mode not in MODES:
       raise ValueError(f"unknown mode {mode!r}; choose from {MODES}.")
     if not 0 <= overlap < 1:
@@ -75,7 +75,7 @@ class Predictor:
     self.stride = tuple(max(1, int(w * (1 - overlap))) for w in self.window)
     self.multiple = total_stride(cfg)
     self.palette = np.asarray(dataset_palette(cfg.dataset.name, self.num_classes,
-                                              cfg.dataset.get("palette")), np.uint8)
+                                              palette(cfg)), np.uint8)
     self.devices = list(devices or jax.local_devices())
     self.batch_size = -(-batch_size // len(self.devices)) * len(self.devices)
     mesh = jax.sharding.Mesh(np.asarray(self.devices), ("batch",))

@@ -29,7 +29,7 @@ import numpy as np
 COMMAND = "ppool_jax.predict"
 
 
-class PredictError(Exception):
+class PredictError(ValueError):
   """A problem with the command's arguments or files (one line, exit status 2)."""
 
 
@@ -151,12 +151,9 @@ def load_predictor(args):
   if args.config:
     from ppool_jax.configs import load
     cfg = load(args.config)
-  try:
-    return Predictor.from_workdir(workdir, step, cfg, mode=args.mode, window=args.window,
-                                  overlap=args.overlap, scales=args.scales, flip=args.flip,
-                                  batch_size=args.batch_size)
-  except (FileNotFoundError, ValueError) as e:
-    raise PredictError(str(e)) from e
+  return Predictor.from_workdir(workdir, step, cfg, mode=args.mode, window=args.window,
+                                overlap=args.overlap, scales=args.scales, flip=args.flip,
+                                batch_size=args.batch_size)
 
 
 def predict(args) -> int:
@@ -192,14 +189,9 @@ def predict(args) -> int:
 
 
 def main(argv=None) -> int:
+  from ppool_jax import cli
   args = parse_args(argv)
-  try:
-    return predict(args)
-  except PredictError as e:
-    if args.verbose:
-      raise
-    print(f"{COMMAND}: error: {e}", file=sys.stderr)
-    return 2
+  return cli.call(lambda: predict(args), "predict", args.verbose)
 
 
 if __name__ == "__main__":
