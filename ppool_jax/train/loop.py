@@ -40,6 +40,7 @@ from ppool_jax.train.steps import AXIS, TrainState
 from ppool_jax.train.summary import format_facts, startup_facts
 from ppool_jax.train.writers import MetricWriter
 
+
 def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
   """``jax.distributed.initialize`` for multi-host runs (a coordinator address is set)."""
   d = cfg.distributed
