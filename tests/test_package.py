@@ -165,3 +165,27 @@ def test_wheel_ships_the_configs_and_runs_from_it(tmp_path):
       """, cwd=run, pythonpath=str(site))
   assert f"from {site}" in out
   assert "demo p 1500" in out
+  # The installed wheel trains, predicts on a folder of PNGs it wrote, exports, from `run/`.
+  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=str(site), JAX_PLATFORMS="cpu")
+  cmd = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=run, env=env,
+                                  capture_output=True, text=True, timeout=300)
+  r = cmd("ppool_jax.train", "--config", "synthetic_demo", "--workdir", "demo",
+          "--config.total_steps=2", "--config.eval_every=2", "--config.checkpoint_every=2",
+          "--config.dataset.synthetic_train=16", "--config.dataset.synthetic_eval=2",
+          "--config.progress_bar=False", "--config.global_batch_size=2")
+  assert r.returncode == 0, r.stderr[-3000:]
+  from PIL import Image
+  import numpy as np
+  (run / "photos").mkdir()
+  rng = np.random.default_rng(0)
+  for k, size in enumerate([(40, 52), (33, 29)]):
+    Image.fromarray(rng.integers(0, 256, size + (3,), np.uint8)).save(run / "photos" / f"{k}.png")
+  r = cmd("ppool_jax.predict", "--workdir", "demo", "--images", "photos/*.png", "--out", "pred",
+          "--alpha_maps")
+  assert r.returncode == 0, r.stderr[-3000:]
+  for k, size in enumerate([(40, 52), (33, 29)]):
+    assert np.asarray(Image.open(run / "pred" / f"{k}.png")).shape == size
+    assert (run / "pred" / f"{k}_overlay.png").exists() and (run / "pred" / f"{k}_alpha.npz").exists()
+  r = cmd("ppool_jax.export", "--workdir", "demo", "--out", "exported", "--platforms", "cpu")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert (run / "exported" / "export.json").exists()
