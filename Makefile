@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test test-fast bench install clean
+.PHONY: demo demo-check test test-fast bench install clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	XLA_FLAGS= $(PY) -m ppool_jax.demo --workdir runs/demo
+
+# Reruns the demo (a few minutes) and fails unless it prints experiments/results/demo.md's table.
+demo-check: $(VENV)/.installed
+	$(PY) -m pytest -q tests/test_demo_result.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

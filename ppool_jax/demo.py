@@ -2,9 +2,12 @@
 
 Trains with the package config ``synthetic_demo`` (``ppool_jax/configs/synthetic_demo.py``;
 ``--config`` picks another), resuming if ``--workdir`` holds a run, evaluates it next to the
-trivial predictor (every pixel "background", the most frequent class), prints mIoU and the detail metrics, and saves ``demo.png`` in the
-workdir: inputs, ground truth, predictions and per-stage alpha maps. Synthetic data on
-CPU: the numbers say the pipeline learns, not what the paper reports.
+trivial predictor (every pixel "background", the most frequent class), prints mIoU and the
+detail metrics as the Markdown table of ``experiments/results/demo.md`` (:func:`results_table`;
+``tests/test_demo_result.py`` and ``make demo-check`` rerun the demo and compare) with the
+commit that produced it, and saves ``demo.png`` in the workdir: inputs, ground truth,
+predictions and per-stage alpha maps. Synthetic data on CPU: the numbers say the pipeline
+learns, not what the paper reports.
 """
 
 from __future__ import annotations
@@ -35,6 +38,35 @@ def trivial_scores(eval_source, num_classes: int) -> dict:
     counts = jax.device_get(segmentation_counts(jnp.zeros_like(label), label, num_classes))
     totals = counts if totals is None else jax.tree_util.tree_map(np.add, totals, counts)
   return segmentation_scores(totals)
+
+
+# (score key, column header) of the results table.
+COLUMNS = (("miou", "mIoU"), ("pixel_accuracy", "pixel accuracy"),
+           ("boundary_f", "boundary F (tol. 1 px)"),
+           ("boundary_band_miou", "boundary-band mIoU (band 2 px)"))
+
+
+def results_table(rows: list[tuple[str, dict]]) -> str:
+  """``[(predictor, scores)]`` as a Markdown table, scores to 4 decimals: the lines
+  ``experiments/results/demo.md`` holds and the demo check compares."""
+  lines = ["| predictor | " + " | ".join(h for _, h in COLUMNS) + " |",
+           "|---" * (len(COLUMNS) + 1) + "|"]
+  lines += [f"| {name} | " + " | ".join(f"{s[k]:.4f}" for k, _ in COLUMNS) + " |"
+            for name, s in rows]
+  return "\n".join(lines)
+
+
+def provenance(workdir: str) -> str:
+  """``commit <sha>[ (uncommitted changes)], ppool_jax <v>, jax <v>, <n> device(s)`` of the run
+  (the commit from the run record ``config.json``; "not a git checkout" when it has none)."""
+  import ppool_jax
+  from ppool_jax.train.runs import read_record
+  record = read_record(workdir) or {}
+  commit = record.get("git_commit")
+  where = (f"commit {commit}" + (" (uncommitted changes)" if record.get("git_dirty") else "")
+           if commit else "not a git checkout")
+  return (f"{where}, ppool_jax {ppool_jax.__version__}, jax {jax.__version__}, "
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s)")
 
 
 def save_picture(cfg, state, eval_source, path: str, n: int = 4) -> None:
@@ -78,11 +110,10 @@ def main(_):
   state, scores = train(cfg, FLAGS.workdir)
   _, eval_source = sources(cfg)
   trivial = trivial_scores(eval_source, num_classes(cfg))
-  keys = ("miou", "pixel_accuracy", "boundary_f", "small_structure_miou")
-  print(f"\nsynthetic eval set ({len(eval_source)} images, {cfg.total_steps} training steps):")
-  print(f"{'':<22}" + "".join(f"{k:>22}" for k in keys))
-  for name, s in (("P-pooling VGG-style", scores), ("trivial (background)", trivial)):
-    print(f"{name:<22}" + "".join(f"{s[k]:>22.4f}" for k in keys))
+  print(f"\nsynthetic eval set ({len(eval_source)} images, {cfg.total_steps} training steps; "
+        f"{provenance(FLAGS.workdir)}):\n")
+  print(results_table([(f"P-pooling VGG-style net, {cfg.total_steps:,} steps", scores),
+                       ('trivial: "background" everywhere', trivial)]))
   path = os.path.join(FLAGS.workdir, "demo.png")
   save_picture(cfg, state, eval_source, path)
   print(f"wrote {path}")

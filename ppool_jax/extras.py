@@ -1,6 +1,7 @@
 """Optional dependencies: the core install (``pip install ppool_jax``) needs neither
 TensorFlow, TensorFlow Datasets nor h5py; the features that do import them through
-:func:`require`, which names the extra to install (``pyproject.toml``, README "Install")."""
+:func:`require`, which names the extra to install (``pyproject.toml``; docs/training.md,
+"Install")."""
 
 from __future__ import annotations
 

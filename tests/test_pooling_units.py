@@ -290,7 +290,7 @@ def test_vgg16_seg_side_branch_share_of_parameters():
   # C (k^2 + 3) per branch: 2x2 windows for 64..512 channels, 3x3 for pool5's 512.
   assert side == 7 * (64 + 128 + 256 + 512) + 12 * 512 == 12_864
   assert count_params(params) == 14_738_325
-  assert round(100 * side / count_params(params), 3) == 0.087  # the README's number
+  assert round(100 * side / count_params(params), 3) == 0.087  # docs/operator.md's number
 
 
 if __name__ == "__main__":

@@ -149,8 +149,8 @@ def test_configs_build_their_model(name, arg):
     cfg.dataset.root = "/nonexistent/dataset"
   problems = [p for p in check_config(cfg) if not p.startswith("pretrained weights not found")]
   assert problems == ([] if cfg.dataset.name == "synthetic" else [
-      f"{cfg.dataset.name}: dataset folder not found: /nonexistent/dataset (see README, 'Real "
-      "datasets')."])
+      f"{cfg.dataset.name}: dataset folder not found: /nonexistent/dataset (see docs/data.md, "
+      "'Real datasets')."])
 
 
 def test_missing_pretrained_weights_is_a_clear_error(tmp_path):

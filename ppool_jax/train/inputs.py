@@ -96,9 +96,9 @@ def _check_root(d) -> None:
     if not d.root:
       raise MissingDataError(
           f"config.dataset.root is empty: {d.name} needs its extracted folder on disk "
-          f"(see README, 'Real datasets'); pass --config.dataset.root=/path/to/{d.name}.")
+          f"(see docs/data.md, 'Real datasets'); pass --config.dataset.root=/path/to/{d.name}.")
     if not os.path.isdir(os.path.expanduser(d.root)):
-      raise MissingDataError(f"{d.name}: dataset folder not found: {d.root} (see README, "
+      raise MissingDataError(f"{d.name}: dataset folder not found: {d.root} (see docs/data.md, "
                              "'Real datasets').")
   elif d.reader == "tfds":
     if not d.data_dir:
