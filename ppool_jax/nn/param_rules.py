@@ -8,7 +8,8 @@ semantics of big_vision's ``utils.make_mask_trees`` ("only first match") behind 
 ``lr_mults``, ``wd_mults`` and ``schedule`` lists; unlike big_vision, a parameter that no rule
 matches is an error (give a catch-all ``(".*", value)`` last) rather than a silent default.
 
-The pattern builders (:func:`module`, :func:`leaf`, :func:`top_level`, :func:`all_of`) turn
+The pattern builders (:func:`module`, :func:`leaf`, :func:`module_leaf`, :func:`top_level`,
+:func:`all_of`) turn
 module and parameter names into patterns, so that rules name what they mean and the names
 themselves come from the layer that defines them (``SIDE_BRANCH``, a model's
 ``HEAD_MODULES``).
@@ -121,22 +122,29 @@ def unmatched_patterns(tree, rules: Rules) -> list[str]:
 def _alternatives(names: Sequence[str]) -> str:
   if not names or any(not isinstance(n, str) or not n for n in names):
     raise ValueError(f"module and parameter names must be non-empty strings, got {names!r}.")
-  return "|".join(re.escape(n) for n in names)
+  escaped = [re.escape(n) for n in names]
+  return escaped[0] if len(escaped) == 1 else f"(?:{'|'.join(escaped)})"
 
 
 def module(*names: str) -> str:
   """A pattern for parameters with any module on their path named one of ``names``."""
-  return f"(?:.*/)?(?:{_alternatives(names)})/.*"
+  return f"(?:.*/)?{_alternatives(names)}/.*"
 
 
 def top_level(*names: str) -> str:
   """A pattern for parameters under one of the top-level modules ``names``."""
-  return f"(?:{_alternatives(names)})/.*"
+  return f"{_alternatives(names)}/.*"
 
 
 def leaf(*names: str) -> str:
   """A pattern for parameters (leaves) named one of ``names``, anywhere."""
-  return f"(?:.*/)?(?:{_alternatives(names)})"
+  return f"(?:.*/)?{_alternatives(names)}"
+
+
+def module_leaf(modules: Sequence[str], names: Sequence[str]) -> str:
+  """``all_of(module(*modules), leaf(*names))``, readably: a leaf named one of ``names``
+  under a module named one of ``modules``."""
+  return f"(?:.*/)?{_alternatives(modules)}/(?:.*/)?{_alternatives(names)}"
 
 
 def all_of(*patterns: str) -> str:

@@ -85,13 +85,13 @@ def caffe_lr_rules(solver: CaffeSolver, heads: tuple[str, ...]) -> list[tuple[st
   b, sb, hd = solver.bias_lr_mult, solver.side_branch_lr_mult, solver.head_lr_mult
   side, bias = param_rules.module(SIDE_BRANCH), param_rules.leaf(BIAS)
   rules = []
-  if heads:
+  if heads:  # (no model nests a side branch in its head; kept for exactness)
     head = param_rules.module(*heads)
     rules += [(param_rules.all_of(side, head, bias), b * sb * hd),
               (param_rules.all_of(side, head), 1.0 * sb * hd)]
-  rules += [(param_rules.all_of(side, bias), b * sb), (side, 1.0 * sb)]
+  rules += [(param_rules.module_leaf([SIDE_BRANCH], [BIAS]), b * sb), (side, 1.0 * sb)]
   if heads:
-    rules += [(param_rules.all_of(head, bias), b * hd), (head, 1.0 * hd)]
+    rules += [(param_rules.module_leaf(heads, [BIAS]), b * hd), (head, 1.0 * hd)]
   return rules + [(bias, b), (".*", 1.0)]
 
 
