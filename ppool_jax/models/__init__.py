@@ -18,6 +18,16 @@ NUM_POOLING_STAGES = {"vgg16_seg": 5, "resnet50_seg": 4, "deeplab_largefov": 5, 
                       "deeplabv3": 4}
 
 
+def head_modules(name: str | None = None) -> tuple[str, ...]:
+  """The modules model ``name`` adds for the task, its classifier (``HEAD_MODULES``:
+  ``optim.head_lr_mult`` applies to them); every model's when ``name`` is ``None``."""
+  if name is None:
+    return tuple(dict.fromkeys(h for m in MODELS.values() for h in m.HEAD_MODULES))
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; choose from {', '.join(sorted(MODELS))}.")
+  return MODELS[name].HEAD_MODULES
+
+
 def build_model(name: str, num_classes: int, **kwargs):
   """``MODELS[name](num_classes=..., **kwargs)`` with a clear error for unknown names."""
   if name not in MODELS:
@@ -27,4 +37,4 @@ def build_model(name: str, num_classes: int, **kwargs):
 
 __all__ = ["ASPP", "DeepLabLargeFOV", "DeepLabV3", "FCN8s", "MODELS", "NUM_POOLING_STAGES",
            "OUTPUT_STRIDES", "ResNet50Backbone", "ResNet50Seg", "STRIDE_IN_CONV", "VGG16Backbone",
-           "VGG16Seg", "build_model", "count_params", "stage_poolings"]
+           "VGG16Seg", "build_model", "count_params", "head_modules", "stage_poolings"]

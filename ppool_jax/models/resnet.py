@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -142,6 +142,7 @@ class ResNet50Seg(nn.Module):
   width: float = 1.0
 
   dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+  HEAD_MODULES: ClassVar[tuple[str, ...]] = ("classifier",)  # the new classifier
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -194,6 +195,7 @@ class DeepLabV3(nn.Module):
   dropout: float = 0.1
 
   dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+  HEAD_MODULES: ClassVar[tuple[str, ...]] = ("classifier",)  # the new classifier
 
   @nn.compact
   def __call__(self, x, train: bool = False):

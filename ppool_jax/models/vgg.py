@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 
@@ -87,6 +87,7 @@ class VGG16Seg(nn.Module):
   blocks: tuple[tuple[int, ...], ...] = VGG16_BLOCKS
 
   dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+  HEAD_MODULES: ClassVar[tuple[str, ...]] = ("classifier",)  # the new classifier
   # The classifier's kernel initialiser: "lecun_normal" (Flax's default) or "zeros" (FCN's
   # score layers: a fine-tune from Caffe-scale pretrained features starts at loss log(K)).
   classifier_init: str = "lecun_normal"
@@ -118,6 +119,7 @@ class DeepLabLargeFOV(nn.Module):
   dropout: float = 0.5
 
   dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+  HEAD_MODULES: ClassVar[tuple[str, ...]] = ("fc8",)  # the new classifier
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -148,6 +150,7 @@ class FCN8s(nn.Module):
   dropout: float = 0.5
 
   dtype: Any = None  # computation dtype (e.g. jnp.bfloat16); parameters stay float32
+  HEAD_MODULES: ClassVar[tuple[str, ...]] = ("score_fr", "score_pool4", "score_pool3")  # new
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -12,6 +12,8 @@ from ppool_jax.ops import window_geometry, window_members
 from ppool_jax.ops.windows import Padding, fold
 
 SIDE_BRANCH = "side_branch"  # module name that marks parameters trained at the side-branch LR
+ALPHA_CONV = "conv_alpha"    # the side branch's last conv, whose bias sets alpha's start
+PRELU_SLOPE = "slope"        # the parameter of PReLU (no weight decay in the recipe)
 
 
 class PReLU(nn.Module):
@@ -20,7 +22,7 @@ class PReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    slope = self.param("slope", nn.initializers.constant(self.init_slope), (x.shape[-1],))
+    slope = self.param(PRELU_SLOPE, nn.initializers.constant(self.init_slope), (x.shape[-1],))
     return jnp.where(x >= 0, x, slope * x)
 
 
@@ -80,4 +82,4 @@ class SideBranch(nn.Module):
     ones = (1,) * len(self.window_shape)
     return DepthwiseConv(ones, kernel_init=nn.initializers.normal(self.out_kernel_stddev),
                          bias_init=nn.initializers.constant(self.bias_init),
-                         name="conv_alpha")(h)
+                         name=ALPHA_CONV)(h)

@@ -13,6 +13,10 @@ Errors in the config, missing data or weights and an incompatible workdir are on
 
 SIGTERM or SIGINT: the run finishes its step, checkpoints it and exits with status 0; the
 same command resumes it.
+
+``--print_rules`` (no ``--workdir`` needed): print every parameter's learning-rate and
+weight-decay multipliers and the ``(regex, multiplier)`` rules that decide them
+(:func:`ppool_jax.train.optim.rules_table`), then exit without training.
 """
 
 from absl import flags
@@ -27,10 +31,32 @@ def define_flags() -> None:
   from ppool_jax.configs import define_config_flag
   define_config_flag("config")
   flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics.csv, tensorboard/.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.DEFINE_bool("print_rules", False, "Print each parameter's lr and weight-decay "
+                    "multipliers and the rules deciding them, then exit without training.")
+  flags.mark_flags_as_required(["config"])
+  flags.register_multi_flags_validator(
+      ["workdir", "print_rules"], lambda f: bool(f["workdir"]) or f["print_rules"],
+      message="--workdir is required (except with --print_rules).")
+
+
+def print_rules(cfg) -> None:
+  """Prints :func:`ppool_jax.train.optim.rules_table` for the model of ``cfg`` (shapes only:
+  nothing is computed or loaded)."""
+  import jax
+  import jax.numpy as jnp
+
+  from ppool_jax.train.loop import model_from_config
+  from ppool_jax.train.optim import check_rules, rules_table
+  model, c = model_from_config(cfg), cfg.dataset.crop_size
+  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, c, c, 3))))
+  check_rules(cfg, params["params"])
+  print(rules_table(cfg, params["params"]), flush=True)
 
 
 def main(_):
+  if FLAGS.print_rules:
+    print_rules(FLAGS.config)
+    return
   from ppool_jax.train.loop import train
   from ppool_jax.train.runtime import TrainingPreempted
   try:

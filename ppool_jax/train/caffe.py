@@ -33,7 +33,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ppool_jax.nn.side_branch import SIDE_BRANCH
+from ppool_jax.models import head_modules
+from ppool_jax.nn import param_rules
+from ppool_jax.nn.side_branch import PRELU_SLOPE, SIDE_BRANCH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,49 +73,55 @@ def map_summed_solver(solver: CaffeSolver, pixels_per_batch: int) -> CaffeSolver
                              weight_decay=solver.weight_decay / pixels_per_batch)
 
 
-HEAD_NAMES = ("classifier", "fc8", "score_fr", "score_pool3", "score_pool4")
+BIAS = "bias"  # Flax's name of every bias (convs, BatchNorm's shift)
 
 
-def _names(path) -> list[str]:
-  return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+def caffe_lr_rules(solver: CaffeSolver, heads: tuple[str, ...]) -> list[tuple[str, float]]:
+  """Caffe's ``lr_mult`` of every parameter as ``(regex, multiplier)`` rules, first match wins
+  (:mod:`ppool_jax.nn.param_rules`): a bias ``bias_lr_mult``, times ``side_branch_lr_mult``
+  under a ``side_branch`` module, times ``head_lr_mult`` under one of the ``heads`` modules
+  (the model's ``HEAD_MODULES``); everything else (conv kernels, BatchNorm ``scale``, PReLU
+  slopes outside a side branch) 1. Products are formed in that order."""
+  b, sb, hd = solver.bias_lr_mult, solver.side_branch_lr_mult, solver.head_lr_mult
+  side, bias = param_rules.module(SIDE_BRANCH), param_rules.leaf(BIAS)
+  rules = []
+  if heads:  # (no model nests a side branch in its head; kept for exactness)
+    head = param_rules.module(*heads)
+    rules += [(param_rules.all_of(side, head, bias), b * sb * hd),
+              (param_rules.all_of(side, head), 1.0 * sb * hd)]
+  rules += [(param_rules.module_leaf([SIDE_BRANCH], [BIAS]), b * sb), (side, 1.0 * sb)]
+  if heads:
+    rules += [(param_rules.module_leaf(heads, [BIAS]), b * hd), (head, 1.0 * hd)]
+  return rules + [(bias, b), (".*", 1.0)]
 
 
-def param_multipliers(params: Any, solver: CaffeSolver) -> tuple[Any, Any]:
-  """``(lr_mult, decay_mult)`` trees for a Flax parameter tree, by name:
+def caffe_decay_rules(solver: CaffeSolver) -> list[tuple[str, float]]:
+  """Caffe's ``decay_mult`` of every parameter as rules: biases ``bias_decay_mult``, PReLU
+  slopes ``prelu_decay_mult``, other side-branch parameters ``side_branch_decay_mult``,
+  everything else 1 (Caffe's default)."""
+  return [(param_rules.leaf(BIAS), solver.bias_decay_mult),
+          (param_rules.leaf(PRELU_SLOPE), solver.prelu_decay_mult),
+          (param_rules.module(SIDE_BRANCH), solver.side_branch_decay_mult), (".*", 1.0)]
+
+
+def param_multipliers(params: Any, solver: CaffeSolver, heads: tuple[str, ...] | None = None
+                      ) -> tuple[Any, Any]:
+  """``(lr_mult, decay_mult)`` trees for a Flax parameter tree under :func:`caffe_lr_rules`
+  and :func:`caffe_decay_rules`:
 
   * ``bias`` leaves: ``bias_lr_mult`` / ``bias_decay_mult``;
   * PReLU ``slope``: lr 1, ``prelu_decay_mult``;
   * under a ``side_branch`` module: lr times ``side_branch_lr_mult``; weights decay with
     ``side_branch_decay_mult`` (biases and slopes keep the rules above);
-  * the new classifier (``classifier``/``fc8``/``score_*`` modules): lr times
-    ``head_lr_mult``;
+  * the new classifier (``heads``; default: every model's ``HEAD_MODULES``, see
+    :func:`ppool_jax.models.head_modules`): lr times ``head_lr_mult``;
   * everything else (conv kernels, BatchNorm ``scale``): 1 and 1 (a BatchNorm ``bias``
     takes the bias rule). Caffe ResNet fine-tuning usually fixes BatchNorm/Scale layers
     (``lr_mult: 0``); here ``model.frozen_bn`` fixes the statistics only.
   """
-
-  def lr_and_decay(path, _):
-    names = _names(path)
-    leaf = names[-1]
-    if leaf == "bias":
-      lr, decay = solver.bias_lr_mult, solver.bias_decay_mult
-    elif leaf == "slope":
-      lr, decay = 1.0, solver.prelu_decay_mult
-    else:
-      lr, decay = 1.0, 1.0
-    if SIDE_BRANCH in names:
-      lr *= solver.side_branch_lr_mult
-      if leaf not in ("bias", "slope"):
-        decay = solver.side_branch_decay_mult
-    if any(n in HEAD_NAMES for n in names):
-      lr *= solver.head_lr_mult
-    return (lr, decay)
-
-  both = jax.tree_util.tree_map_with_path(lr_and_decay, params)
-  is_pair = lambda x: isinstance(x, tuple) and len(x) == 2 and not isinstance(x[0], tuple)
-  lr = jax.tree_util.tree_map(lambda p: p[0], both, is_leaf=is_pair)
-  decay = jax.tree_util.tree_map(lambda p: p[1], both, is_leaf=is_pair)
-  return lr, decay
+  heads = head_modules() if heads is None else heads
+  return (param_rules.resolve(params, caffe_lr_rules(solver, heads), "caffe lr_mult"),
+          param_rules.resolve(params, caffe_decay_rules(solver), "caffe decay_mult"))
 
 
 class CaffeSGDState(NamedTuple):

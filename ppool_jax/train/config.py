@@ -119,6 +119,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.prelu_decay_mult = 0.0        # [He et al. 2015] no decay on PReLU slopes
   c.optim.side_branch_decay_mult = 1.0  # [caffe] default decay_mult for the branch kernels
   c.optim.frozen = ()                   # top-level modules not trained (Caffe lr_mult 0)
+  # (regex, multiplier) rules over parameter paths, tried before the defaults the fields above
+  # build (first match wins; lr x0 freezes): e.g. (("(?:.*/)?side_branch/.*", 5.0),).
+  c.optim.lr_rules = ()
+  c.optim.decay_rules = ()
 
   c.distributed = ml_collections.ConfigDict()
   c.distributed.coordinator_address = ""  # host:port; empty = single process

@@ -30,10 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ppool_jax.nn.side_branch import SIDE_BRANCH
+from ppool_jax.nn.side_branch import ALPHA_CONV, SIDE_BRANCH
 
 LOW_ALPHA = 10.0
-_BIAS = (SIDE_BRANCH, "conv_alpha", "bias")
+_BIAS = (SIDE_BRANCH, ALPHA_CONV, "bias")
 _SOWN = ("alpha", "alpha_raw")
 
 
