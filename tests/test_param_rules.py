@@ -255,3 +255,16 @@ def test_train_cli_prints_the_rules_without_a_workdir():
   missing = subprocess.run([sys.executable, "-m", "ppool_jax.train", "--config",
                             "synthetic_demo"], capture_output=True, text=True)
   assert missing.returncode != 0 and "--workdir is required" in missing.stderr
+
+
+def test_sgd_adam_state_keeps_the_side_branch_group_of_older_checkpoints():
+  """Runs written before the rules were data have opt_state groups "default" and
+  "side_branch": the same names keep them resumable."""
+  from ppool_jax.train.loop import init_state, model_from_config
+  from ppool_jax.train.optim import make_optimizer
+  for name in ("sgd", "adam"):
+    cfg = tiny_config.get_config()
+    cfg.optim.name = name
+    net, tx = model_from_config(cfg), make_optimizer(cfg)
+    state = jax.eval_shape(lambda: init_state(cfg, net, tx, (32, 32, 3)))
+    assert sorted(state.opt_state.inner_states) == ["default", "side_branch"]

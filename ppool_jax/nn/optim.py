@@ -48,7 +48,8 @@ def scaled(learning_rate: optax.ScalarOrSchedule, multiplier: float) -> optax.Sc
 
 def with_lr_multipliers(make_tx: Callable[[optax.ScalarOrSchedule], optax.GradientTransformation],
                         learning_rate: optax.ScalarOrSchedule, rules: param_rules.Rules,
-                        what: str = "lr rules") -> optax.GradientTransformation:
+                        what: str = "lr rules", names: dict[float, str] | None = None
+                        ) -> optax.GradientTransformation:
   """``make_tx(m * learning_rate)`` for the parameters whose first matching rule gives
   multiplier ``m`` (one ``optax.multi_transform`` group per distinct multiplier, labelled by
   :func:`group_label`); multiplier 0 freezes (updates set to zero).
@@ -60,14 +61,19 @@ def with_lr_multipliers(make_tx: Callable[[optax.ScalarOrSchedule], optax.Gradie
     rules: ``(regex, multiplier)`` pairs over parameter paths, first match wins; every
       parameter must match one (end with ``(".*", 1.0)``).
     what: names the rules in errors.
+    names: group labels for some multipliers instead of :func:`group_label`'s (the side
+      branch's ``{3.0: "side_branch"}`` keeps the optimizer-state layout, and so the
+      checkpoints, of runs written before the rules existed).
   """
   param_rules.compile_rules(rules, what)
+  names = {float(m): n for m, n in (names or {}).items()}
+  label = lambda m: names.get(float(m)) or group_label(m)
   multipliers = dict.fromkeys(float(m) for _, m in rules)
-  transforms = {group_label(m): optax.set_to_zero() if m == 0 else make_tx(scaled(learning_rate, m))
+  transforms = {label(m): optax.set_to_zero() if m == 0 else make_tx(scaled(learning_rate, m))
                 for m in multipliers}
 
   def labels(params):
-    return jax.tree_util.tree_map(group_label, param_rules.resolve(params, rules, what))
+    return jax.tree_util.tree_map(label, param_rules.resolve(params, rules, what))
 
   return optax.multi_transform(transforms, labels)
 
@@ -78,4 +84,11 @@ def with_side_branch_lr(make_tx: Callable[[optax.ScalarOrSchedule], optax.Gradie
   """``make_tx(learning_rate)`` for the backbone, ``make_tx(multiplier * learning_rate)`` for
   side-branch parameters (paper §4.1: side branches train at 3x the learning rate):
   :func:`with_lr_multipliers` with :func:`side_branch_lr_rules`."""
-  return with_lr_multipliers(make_tx, learning_rate, side_branch_lr_rules(multiplier))
+  return with_lr_multipliers(make_tx, learning_rate, side_branch_lr_rules(multiplier),
+                             names=side_branch_group(multiplier))
+
+
+def side_branch_group(multiplier: float) -> dict[float, str]:
+  """``{multiplier: "side_branch"}`` (none at x1): the side branch's optimizer-state group
+  name, as checkpoints from before the rules were data have it."""
+  return {} if multiplier == 1 else {float(multiplier): SIDE_BRANCH}

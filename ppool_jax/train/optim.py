@@ -33,7 +33,7 @@ import optax
 
 from ppool_jax.models import head_modules
 from ppool_jax.nn import param_rules
-from ppool_jax.nn.optim import side_branch_lr_rules, with_lr_multipliers
+from ppool_jax.nn.optim import side_branch_group, side_branch_lr_rules, with_lr_multipliers
 from ppool_jax.train.caffe import (caffe_decay_rules, caffe_lr_rules, caffe_sgd, map_summed_solver,
                                    solver_from_config)
 
@@ -183,4 +183,5 @@ def _optimizer(cfg: ml_collections.ConfigDict, lr_rules: list, decay_rules: list
                          for d in decays], opt)
 
   # Frozen parameters (lr x0) never reach this optimizer (make_optimizer masks them).
-  return with_lr_multipliers(make, schedule, [(p, m) for p, m in lr_rules if m != 0], "lr rules")
+  return with_lr_multipliers(make, schedule, [(p, m) for p, m in lr_rules if m != 0], "lr rules",
+                             names=side_branch_group(o.side_branch_lr_mult))
