@@ -14,8 +14,8 @@ from ppool_jax.data import AugmentConfig, eval_batches
 from ppool_jax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
 from ppool_jax.metrics import PROTOCOLS, segmentation_counts, segmentation_scores
 from ppool_jax.train.config import base_config
-from ppool_jax.train.loop import evaluate, evaluation_counts
-from ppool_jax.train.parallel import make_runner
+from ppool_jax.train.loop import evaluate, evaluation_counts, local_evaluation_counts
+from ppool_jax.train.parallel import int32_halves, make_runner, sum_halves
 from ppool_jax.train.steps import TrainState
 
 K = 21
@@ -111,6 +111,18 @@ def _source():
            "label": l.astype(np.uint8)} for p, l in _images()]
 
 
+class _Reads(list):
+  """A source that records which examples were read."""
+
+  def __init__(self, items):
+    super().__init__(items)
+    self.indices = []
+
+  def __getitem__(self, i):
+    self.indices.append(i)
+    return super().__getitem__(i)
+
+
 def _cfg():
   cfg = base_config()
   cfg.dataset.name = "voc_aug"
@@ -140,6 +152,47 @@ def test_evaluate_counts_do_not_depend_on_devices_or_batching(protocol):
     eight = evaluate(*_runner("pmap", protocol, 8), _source(), cfg, 8)
     for k in ("small_structure_miou", "trimap_miou_w10", "boundary_f", "miou"):
       assert one[k] == eight[k], (k, one[k], eight[k])
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (host) devices; see conftest.py")
+@pytest.mark.parametrize("mode", ["pmap", "mesh"])
+def test_process_shares_split_the_images_and_their_counts_add_up(mode):
+  """Multi-host evaluation, share by share (one process here): the shares of 2, 3 and 8
+  processes are disjoint, cover every image once, and their counts add up to the whole
+  set's exactly; a share with no image (8 processes, 5 images) counts zeros."""
+  reference, cfg, src = _alone("label"), _cfg(), _source()
+  for count in (2, 3, 8):
+    seen = []
+    for p in range(count):
+      read = _Reads(src)
+      list(eval_batches(read, 2, AugmentConfig(), process_index=p, process_count=count))
+      seen.append(read.indices)
+    assert sorted(sum(seen, [])) == list(range(len(src)))   # every image once
+    assert seen == [list(range(p, len(src), count)) for p in range(count)]
+    runner, rstate = _runner(mode, "label", 2)
+    shares = [local_evaluation_counts(runner, rstate, src, cfg, 2, p, count)
+              for p in range(count)]
+    assert all(set(c) == set(reference) for c in shares)
+    _assert_same(jax.tree_util.tree_map(lambda *c: sum(c), *shares), reference)
+    pixels = [c["confusion"].sum() for c in shares]
+    assert pixels == [sum((_images()[i][1] != 255).sum() for i in range(p, len(src), count))
+                      for p in range(count)]
+  assert pixels[5:] == [0, 0, 0]
+  with pytest.raises(ValueError, match="process_index 2"):
+    next(eval_batches(src, 2, AugmentConfig(), process_index=2, process_count=2))
+
+
+def test_counts_cross_processes_exactly_in_int32_halves():
+  """The all-gather of multi-host evaluation holds int32: counts past 2**31 (a large eval
+  set's pixels) survive the split into halves and the int64 sum."""
+  counts = np.array([[0, 1, 2 ** 31 - 1, 2 ** 31, 3 * 2 ** 40 + 5], [7, 2 ** 33, 2 ** 31 + 1, 0,
+                                                                      2 ** 60]])
+  halves = np.stack([int32_halves(c) for c in counts])
+  assert halves.dtype == np.int32 and halves.shape == (2, 2, 5)
+  np.testing.assert_array_equal(sum_halves(halves), counts.sum(0))
+  np.testing.assert_array_equal(sum_halves(halves[:1]), counts[0])
+  with pytest.raises(OverflowError, match="2\\*\\*61"):
+    int32_halves(np.array([2 ** 61]))
 
 
 def test_eval_batches_mark_padding_invalid():

@@ -160,7 +160,8 @@ class TrainLoader:
 
 
 def eval_batches(source, num_devices: int, cfg: AugmentConfig, multiple: int = 1,
-                 limit: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                 limit: int | None = None, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """Full-resolution evaluation batches of one image per device.
 
   Images are padded (normalised 0 / ignore label) to the group's largest size rounded
@@ -169,22 +170,31 @@ def eval_batches(source, num_devices: int, cfg: AugmentConfig, multiple: int = 1
   (D, 1, H, W)`` bool, True on the image's own pixels and False on padding and filler
   images: the metrics take it (``segmentation_counts(valid=)``) so that padding, unlike a
   real ignore region such as VOC's void band, is never scored, void or a boundary.
+
+  Multi-host: process ``process_index`` of ``process_count`` gets the images
+  ``process_index, process_index + process_count, ...`` of the first ``limit``, so every
+  image is in exactly one process's share (a process may get one batch more than another,
+  or none).
   """
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"eval: process_index {process_index} is not in [0, {process_count}).")
   n = len(source) if limit is None else min(limit, len(source))
-  for start in range(0, n, num_devices):
-    items = [source[i] for i in range(start, min(start + num_devices, n))]
+  share = range(process_index, n, process_count)
+  for start in range(0, len(share), num_devices):
+    indices = share[start:start + num_devices]
+    items = [source[i] for i in indices]
     h = max(np.asarray(it["label"]).shape[0] for it in items)
     w = max(np.asarray(it["label"]).shape[1] for it in items)
     h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
     images = np.zeros((num_devices, 1, h, w, 3), np.float32)
     labels = np.full((num_devices, 1, h, w), cfg.ignore_label, np.int32)
     valid = np.zeros((num_devices, 1, h, w), bool)
-    for d, it in enumerate(items):
+    for d, (i, it) in enumerate(zip(indices, items)):
       lab = np.asarray(it["label"])
       img = np.asarray(it["image"])
       if img.shape[:2] != lab.shape:
         raise ValueError(f"eval: image {img.shape[:2]} and label {lab.shape} sizes differ "
-                         f"(example {start + d}).")
+                         f"(example {i}).")
       images[d, 0, :lab.shape[0], :lab.shape[1]] = normalize(img, cfg)
       labels[d, 0, :lab.shape[0], :lab.shape[1]] = lab
       valid[d, 0, :lab.shape[0], :lab.shape[1]] = True

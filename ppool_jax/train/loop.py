@@ -30,7 +30,8 @@ from ppool_jax.train.guard import NonFiniteTrainingError, check_record, new_reco
 from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_names,
                                     detail_classes, num_classes, sources, train_loader)
 from ppool_jax.train.optim import make_optimizer
-from ppool_jax.train.parallel import make_runner, unreplicate  # noqa: F401  (re-exported)
+from ppool_jax.train.parallel import (  # noqa: F401  (unreplicate re-exported)
+    make_runner, sum_over_processes, unreplicate)
 from ppool_jax.train.preflight import ConfigError, field_problems, missing_pretrained, require_valid
 from ppool_jax.train.runtime import (Preemption, Profiler, StepTimes, TrainingPreempted,
                                      prefetch)
@@ -104,19 +105,36 @@ def predict_with_alpha(model, state: TrainState, images) -> tuple[jax.Array, dic
   return logits, {k: np.asarray(v["alpha"][0]) for k, v in sorted(sown.items()) if "alpha" in v}
 
 
-def evaluation_counts(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
-  """The summed metric counts of ``eval_source`` (``cfg.eval_limit`` images; one image per
-  device and batch). Padding carries a validity mask, so the counts do not depend on how
-  images of different sizes were batched, nor on the number of devices, for given
-  predictions (a model's predictions near the border may still see the padding through its
-  receptive field)."""
+def local_evaluation_counts(runner, rstate, eval_source, cfg, num_devices: int,
+                            process_index: int = 0, process_count: int = 1) -> dict:
+  """The summed metric counts of process ``process_index``'s share of ``eval_source``
+  (:func:`~ppool_jax.data.eval_batches`; ``cfg.eval_limit`` images in all, one image per
+  device and batch), computed on this process's devices. Padding carries a validity mask, so
+  the counts do not depend on how images of different sizes were batched, nor on the number
+  of devices, for given predictions (a model's predictions near the border may still see the
+  padding through its receptive field). An empty share gives zero counts."""
   limit = None if cfg.eval_limit < 0 else cfg.eval_limit
+  aug = augment_config(cfg)
   totals = None
-  for batch in eval_batches(eval_source, num_devices, augment_config(cfg), multiple=1,
-                            limit=limit):
+  for batch in eval_batches(eval_source, num_devices, aug, multiple=1, limit=limit,
+                            process_index=process_index, process_count=process_count):
     counts = runner.eval_counts(rstate, batch)
     totals = counts if totals is None else jax.tree_util.tree_map(np.add, totals, counts)
+  if totals is None:  # fewer images than processes: zeros, from a batch with nothing valid
+    shape = (num_devices, 1) + aug.crop_size
+    totals = runner.eval_counts(rstate, {"image": np.zeros(shape + (3,), np.float32),
+                                         "label": np.full(shape, aug.ignore_label, np.int32),
+                                         "valid": np.zeros(shape, bool)})
   return totals
+
+
+def evaluation_counts(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
+  """The summed metric counts of ``eval_source``: each process evaluates its own share
+  (:func:`local_evaluation_counts`, ``num_devices`` local devices) and the shares' counts
+  are added once (:func:`~ppool_jax.train.parallel.sum_over_processes`), so every image is
+  evaluated once, on one process. Every process must call it (at the same step)."""
+  return sum_over_processes(local_evaluation_counts(
+      runner, rstate, eval_source, cfg, num_devices, jax.process_index(), jax.process_count()))
 
 
 def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:

@@ -20,6 +20,13 @@ Nothing waits for the device: ``put`` places a batch with the step's input shard
 loop calls it ahead, :func:`ppool_jax.train.runtime.prefetch`), ``train_step`` returns device
 arrays (the state, the non-finite :class:`~ppool_jax.train.guard.SkipRecord`, the metrics),
 and ``to_host`` is the one place the host waits for them.
+
+Evaluation is process-local: ``eval_counts`` runs on this process's devices only (no
+collective across processes), on the images of this process's share
+(:func:`ppool_jax.data.eval_batches`), and :func:`sum_over_processes` adds the processes'
+counts once at the end. Processes may thus run different numbers of eval batches, of
+different image sizes: a step that reduced over every process's devices would need the same
+number of calls with the same global shapes everywhere.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from __future__ import annotations
 import flax
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -34,6 +42,47 @@ from ppool_jax.train.guard import with_record
 from ppool_jax.train.steps import AXIS, make_eval_step, make_train_step
 
 MODES = ("pmap", "mesh")
+
+
+def _own(devices):
+  """The devices of ``devices`` that belong to this process."""
+  return [d for d in devices if d.process_index == jax.process_index()]
+
+
+def int32_halves(x: np.ndarray) -> np.ndarray:
+  """Integers ``|x| < 2**61`` as ``(2, ...)`` int32: ``x = high * 2**31 + low``,
+  ``0 <= low < 2**31`` (what a device collective holds without x64)."""
+  x = np.asarray(x, np.int64)
+  if x.size and np.abs(x).max() >= 2 ** 61:
+    raise OverflowError("int32_halves: a count is at or over 2**61.")
+  return np.stack(np.divmod(x, 2 ** 31)).astype(np.int32)
+
+
+def sum_halves(gathered: np.ndarray) -> np.ndarray:
+  """The int64 sum over the leading (process) axis of stacked :func:`int32_halves`."""
+  g = np.asarray(gathered, np.int64)
+  return g[:, 0].sum(0) * 2 ** 31 + g[:, 1].sum(0)
+
+
+def sum_over_processes(counts: dict) -> dict:
+  """Integer ``counts`` (a pytree of arrays) summed over all processes, exactly: one
+  all-gather of every leaf at once, as :func:`int32_halves` added up in int64 on the host.
+  Every process must call it once, with the same tree structure and shapes; single-process
+  it returns ``counts`` as they are."""
+  if jax.process_count() == 1:
+    return counts
+  leaves, treedef = jax.tree_util.tree_flatten(counts)
+  arrays = [np.asarray(x) for x in leaves]
+  for x in arrays:
+    if not np.issubdtype(x.dtype, np.integer):
+      raise TypeError(f"sum_over_processes: counts must be integers, not {x.dtype}.")
+  flat = np.concatenate([x.astype(np.int64).ravel() for x in arrays])
+  total = sum_halves(multihost_utils.process_allgather(int32_halves(flat)))
+  out, at = [], 0
+  for x in arrays:
+    out.append(total[at:at + x.size].reshape(x.shape))
+    at += x.size
+  return jax.tree_util.tree_unflatten(treedef, out)
 
 
 def unreplicate(tree):
@@ -58,8 +107,10 @@ class PmapRunner:
     # placed with this sharding goes to the step as it is.
     local = jax.sharding.Mesh(np.asarray(devices or jax.local_devices()), (AXIS,))
     self.batch_sharding = NamedSharding(local, P(AXIS))
+    # Evaluation: this process's devices only (module docstring).
+    self.eval_devices = _own(devices or jax.local_devices())
     self._eval = jax.pmap(make_eval_step(model, num_classes, protocol, AXIS, *eval_tta),
-                          axis_name=AXIS, devices=devices)
+                          axis_name=AXIS, devices=self.eval_devices)
 
   def place(self, state):
     """A host pytree (state, record), one copy per device."""
@@ -78,6 +129,8 @@ class PmapRunner:
     return self._train(state, record, batch)
 
   def eval_counts(self, state, batch):
+    """Summed counts (int64) of an ``eval_batches`` batch of ``len(eval_devices)`` images,
+    computed on this process's devices (nothing is summed over processes)."""
     counts = jax.device_get(self._eval(state, batch))
     return jax.tree_util.tree_map(lambda c: np.asarray(c[0], np.int64), counts)
 
@@ -96,9 +149,16 @@ class MeshRunner:
                                                       diagnostics)),
                           in_shardings=(self.replicated, self.replicated, self.batch_sharding),
                           out_shardings=self.replicated, donate_argnums=(0,))
+    # Evaluation: a mesh of this process's devices only (module docstring).
+    self.eval_devices = _own(devices)
+    local = self.mesh if len(self.eval_devices) == len(devices) else jax.make_mesh(
+        (len(self.eval_devices),), (AXIS,), (jax.sharding.AxisType.Auto,),
+        devices=self.eval_devices)
+    self.eval_replicated = NamedSharding(local, P())
+    self.eval_batch_sharding = NamedSharding(local, P(AXIS))
     self._eval = jax.jit(make_eval_step(model, num_classes, protocol, None, *eval_tta),
-                         in_shardings=(self.replicated, self.batch_sharding),
-                         out_shardings=self.replicated)
+                         in_shardings=(self.eval_replicated, self.eval_batch_sharding),
+                         out_shardings=self.eval_replicated)
 
   def place(self, state):
     """A host pytree (state, record), replicated over the mesh."""
@@ -123,8 +183,21 @@ class MeshRunner:
     """One step on a :meth:`put` batch; returns device arrays ``(state, record, metrics)``."""
     return self._train(state, record, batch)
 
+  def _eval_view(self, x):
+    """A replicated state leaf as an array of this process's devices (its local copies,
+    nothing is moved)."""
+    if x.sharding == self.eval_replicated:
+      return x
+    return jax.make_array_from_single_device_arrays(
+        x.shape, self.eval_replicated, [s.data for s in x.addressable_shards])
+
   def eval_counts(self, state, batch):
-    counts = jax.device_get(self._eval(state, self.put(batch)))
+    """Summed counts (int64) of an ``eval_batches`` batch of ``len(eval_devices)`` images,
+    computed on this process's devices (nothing is summed over processes)."""
+    state = jax.tree_util.tree_map(self._eval_view, state)
+    batch = jax.tree_util.tree_map(
+        lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:]), batch)
+    counts = jax.device_get(self._eval(state, jax.device_put(batch, self.eval_batch_sharding)))
     return jax.tree_util.tree_map(lambda c: np.asarray(c, np.int64), counts)
 
 
