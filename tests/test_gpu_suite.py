@@ -1,5 +1,6 @@
-"""The accelerator suite runs end to end (``--smoke``: tiny shapes, on the CPU here) and its
-correctness section passes; on a GPU the same command writes experiments/results/gpu.md."""
+"""The accelerator suite runs end to end (``--smoke``: tiny shapes, on the CPU here) without the
+packages the GPU image lacks, and its correctness section passes; on a GPU the same command
+writes experiments/results/gpu.md."""
 
 import os
 import subprocess
@@ -8,14 +9,28 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "experiments", "bench")
+# Not on the lent GPU machines' image (docs/benchmarks.md): importing any of them fails.
+ABSENT_ON_GPU_IMAGE = ("ml_collections", "tensorflow", "tensorflow_datasets", "grain",
+                       "tensorboardX")
+
+
+def _rows(section: str) -> list[list[str]]:
+  """The body rows of the markdown table in ``section``, as lists of cells."""
+  lines = [line for line in section.splitlines() if line.startswith("| ")]
+  return [[c.strip() for c in line.strip(" |").split("|")] for line in lines[1:]]
 
 
 @pytest.mark.slow  # the whole suite in a subprocess
 def test_gpu_suite_smoke_on_cpu(tmp_path):
   out = tmp_path / "gpu.md"
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
-  r = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "bench", "gpu_suite.py"),
-                      "--smoke", "--out", str(out)], capture_output=True, text=True, env=env,
+  run = ("import runpy, sys\n"
+         f"for m in {ABSENT_ON_GPU_IMAGE!r}: sys.modules[m] = None\n"
+         f"sys.path.insert(0, {BENCH!r})\n"
+         f"sys.argv = ['gpu_suite.py', '--smoke', '--out', {str(out)!r}]\n"
+         f"runpy.run_path({os.path.join(BENCH, 'gpu_suite.py')!r}, run_name='__main__')\n")
+  r = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, env=env,
                      timeout=900)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   report = out.read_text()
@@ -25,6 +40,27 @@ def test_gpu_suite_smoke_on_cpu(tmp_path):
   assert len(rows) == 16 and all(line.rstrip(" |").endswith("True") for line in rows)
   for op in ("p_pool", "max_pool", "avg_pool"):
     assert f"| {op} |" in report
-  for dtype in ("float32", "bfloat16"):
-    for mode in ("pmap", "mesh"):
-      assert f"| vgg16_seg | {dtype} | {mode} |" in report
+  combos = {(dtype, mode) for dtype in ("float32", "bfloat16") for mode in ("pmap", "mesh")}
+  # (c): the trainer's step, times and compiled memory of both poolings, positive.
+  train = _rows(report.split("## (c)")[1].split("## (d)")[0])
+  assert {(r[1], r[2]) for r in train if r[0] == "vgg16_seg"} == combos and len(train) == 4
+  assert all(float(v) > 0 for r in train for v in r[3:])
+  # (d): loader batches/s against each (c) row's P-pooling steps/s.
+  pipeline = _rows(report.split("## (d)")[1])
+  assert [r[:3] for r in pipeline] == [r[:3] for r in train]
+  for p, t in zip(pipeline, train):
+    step_per_s, loader, headroom = map(float, p[3:])
+    assert step_per_s == pytest.approx(1e3 / float(t[4]), rel=0.02)
+    assert loader > 0 and headroom == pytest.approx(loader / step_per_s, rel=0.03)
+
+
+def test_the_suites_loader_workers_are_the_base_configs():
+  """(d) uses ``TrainLoader``'s default ``num_workers`` (the suite cannot read the config on
+  the GPU image): it must be the configured one."""
+  sys.path.insert(0, BENCH)
+  try:
+    import gpu_suite
+  finally:
+    sys.path.remove(BENCH)
+  from ppool_jax.train.config import base_config
+  assert gpu_suite.LOADER_WORKERS == base_config().dataset.num_workers

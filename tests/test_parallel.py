@@ -98,6 +98,22 @@ def test_8_device_steps_pmap_and_mesh_equal_1_device_step_on_the_whole_batch(mod
       assert max(bad[0::2]) > 1e3 * tol
 
 
+@pytest.mark.parametrize("mode", ["pmap", "mesh"])
+def test_placed_state_is_sharded_as_the_step_returns_it(mode):
+  """``place`` puts state and record where the step leaves them, so the step compiles once:
+  placed with ``flax.jax_utils.replicate`` (another mesh), pmap compiled it a second time."""
+  cfg = _cfg(blocks=((4,),))
+  cfg.parallel = mode
+  net, tx = model_from_config(cfg), make_optimizer(cfg)
+  devices = jax.local_devices()[:2]
+  runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label", devices)
+  placed = runner.place((init_state(cfg, net, tx, (32, 32, 3)), new_record(1)))
+  batch = jax.tree_util.tree_map(lambda x: x.reshape((2, -1) + x.shape[1:]), _batch(4))
+  shardings = [x.sharding for x in jax.tree_util.tree_leaves(placed)]
+  state, record, _ = runner.train_step(*placed, runner.put(batch))
+  assert [x.sharding for x in jax.tree_util.tree_leaves((state, record))] == shardings
+
+
 @pytest.mark.parametrize("first,second", [("pmap", "mesh"), ("mesh", "pmap")])
 def test_a_checkpoint_resumes_in_the_other_parallel_mode(tmp_path, first, second):
   cfg = tiny_config.get_config()

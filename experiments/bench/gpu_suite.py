@@ -8,18 +8,23 @@
 (b) p_pool vs max_pool / avg_pool, forward and forward+backward, (32,128,128,64) and
     (8,256,256,128), float32 and bfloat16, with achieved bytes/s next to the device's
     measured copy bandwidth;
-(c) one VGG16-seg and ResNet-50-seg train step, P-pooling vs max pooling, batch 8 at
-    320x320, float32 and bfloat16, pmap and jit over a mesh;
-(d) a markdown report with device, driver, JAX version and every ratio.
+(c) the trainer's own step (``make_train_step`` through the pmap / mesh runner, alpha
+    diagnostics on, as ``train()`` runs it) of VGG16-seg and ResNet-50-seg, P-pooling vs max
+    pooling, batch 8 at 320x320, float32 and bfloat16: time and compiled temp memory;
+(d) the input pipeline's host throughput (``TrainLoader`` batches/s, the configured
+    ``num_workers``) against the step's consumption (P-pooling steps/s of each (c) row);
+(e) a markdown report with device, driver, JAX version and every ratio.
 
-Imports only what the lent GPU machines have (jax, flax, optax, numpy; not ml_collections,
-tensorflow-datasets or PIL), so the train step here is a minimal SGD step on the models.
+Imports only what the lent GPU machines have (jax, flax, optax, numpy, PIL, absl; not
+ml_collections or tensorflow-datasets), so the optimizer of (c) is SGD with momentum and the
+side branches' 3x learning rate rather than the config's Caffe solver.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import platform
 import subprocess
 import time
@@ -29,13 +34,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from ppool_jax import p_pool
-from timing import median_time
+from ppool_jax.data import AugmentConfig, SyntheticSource, TrainLoader
 from ppool_jax.models import ResNet50Seg, VGG16Seg
 from ppool_jax.models.vgg import VGG16_BLOCKS
+from ppool_jax.nn import with_side_branch_lr
+from ppool_jax.train.steps import AXIS
+from timing import median_time
+from trainer_step import TrainerStep, random_batch
 
 
 # --- (a) correctness -------------------------------------------------------------------------
@@ -121,59 +128,75 @@ def bench_ops(shapes, repeats) -> list[dict]:
 
 
 # --- (c) train steps --------------------------------------------------------------------------
-def _step(model, tx):
-  def step(params, opt_state, batch_stats, image, label):
-    def loss_fn(p):
-      variables = {"params": p, **({"batch_stats": batch_stats} if batch_stats else {})}
-      logits, new = model.apply(variables, image, train=True,
-                                mutable=["batch_stats"] if batch_stats else [])
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), label)
-      return ce.mean(), new
-    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, new.get("batch_stats", batch_stats), loss
-  return step
+def _model(arch, pooling, dtype, width, parallel, smoke):
+  """BatchNorm synchronised over the pmap axis under pmap, as ``model_from_config`` builds it."""
+  if arch == "vgg16_seg":
+    blocks = ((8,), (8,)) if smoke else VGG16_BLOCKS  # deep nets compile slowly on a CPU
+    return VGG16Seg(num_classes=21, pooling=pooling, width=width, dtype=dtype, blocks=blocks)
+  return ResNet50Seg(num_classes=21, pooling=pooling, width=width, dtype=dtype,
+                     bn_axis_name=AXIS if parallel == "pmap" else None)
 
 
 def bench_train(size, batch, width, repeats, smoke=False) -> list[dict]:
+  """The trainer's own step (``make_train_step`` through the runner, alpha diagnostics on),
+  P-pooling vs max pooling timed round robin, and each compiled step's temp memory."""
   rows = []
   combos = list(itertools.product(("vgg16_seg", "resnet50_seg"), (None, jnp.bfloat16),
                                   ("pmap", "mesh")))
-  if smoke:  # deep nets compile slowly on a CPU: a 2-stage VGG-style net shows the path runs
+  if smoke:  # a 2-stage VGG-style net shows the path runs
     combos = [c for c in combos if c[0] == "vgg16_seg"]
-  devices = jax.local_devices()[:1]
-  mesh = jax.make_mesh((1,), ("batch",), (jax.sharding.AxisType.Auto,), devices=devices)
-  rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
-  image = jax.random.normal(jax.random.PRNGKey(0), (batch, size, size, 3))
-  label = jax.random.randint(jax.random.PRNGKey(1), (batch, size, size), 0, 21)
+  host_batch = random_batch(1, batch, size, 21)
   for arch, dtype, parallel in combos:
-    times = {}
+    steps = {}
     for pooling in ("max", "p"):
-      if arch == "vgg16_seg":
-        blocks = ((8,), (8,)) if smoke else VGG16_BLOCKS
-        model = VGG16Seg(num_classes=21, pooling=pooling, width=width, dtype=dtype, blocks=blocks)
-      else:
-        model = ResNet50Seg(num_classes=21, pooling=pooling, width=width, dtype=dtype)
-      variables = jax.jit(lambda: model.init(jax.random.PRNGKey(2), image[:1]))()
-      params, stats = variables["params"], variables.get("batch_stats", {})
-      tx = optax.sgd(1e-3, momentum=0.9)
-      opt = tx.init(params)
-      step = _step(model, tx)
-      if parallel == "pmap":
-        fn = jax.pmap(step, devices=devices)
-        replicate = lambda t: jax.tree_util.tree_map(lambda v: jnp.stack([v] * len(devices)), t)
-        args = tuple(replicate((params, opt, stats))) + (image[None], label[None])
-      else:
-        fn = jax.jit(step, in_shardings=(rep, rep, rep, shard, shard))
-        args = (params, opt, stats, image, label)
-      times[pooling] = median_time(fn, *args, repeats=repeats)
+      model = _model(arch, pooling, dtype, width, parallel, smoke)
+      # The config's Caffe solver needs ml_collections (not on the GPU image); its side-branch
+      # x3 learning rate is kept. The optimizer is elementwise: a small share of the step.
+      tx = with_side_branch_lr(lambda lr: optax.sgd(lr, momentum=0.9), 1e-3)
+      steps[pooling] = TrainerStep(parallel, model, tx, host_batch, num_classes=21,
+                                   devices=jax.local_devices()[:1])
+    memory = {p: s.temp_bytes() for p, s in steps.items()}
+    times = {p: [] for p in steps}
+    for s in steps.values():
+      s.step()  # compiles
+    for _ in range(repeats):  # round robin: load changes hit both alike
+      for p, s in steps.items():
+        times[p].append(s.step())
+    t = {p: float(np.median(v)) for p, v in times.items()}
+    mib = {p: m / 2**20 if m else float("nan") for p, m in memory.items()}
     rows.append(dict(model=arch, dtype="bfloat16" if dtype else "float32", parallel=parallel,
-                     max_ms=1e3 * times["max"], p_ms=1e3 * times["p"],
-                     ratio=times["p"] / times["max"]))
+                     max_ms=1e3 * t["max"], p_ms=1e3 * t["p"], ratio=t["p"] / t["max"],
+                     max_mib=mib["max"], p_mib=mib["p"], mem_ratio=mib["p"] / mib["max"]))
   return rows
 
 
-# --- (d) report -------------------------------------------------------------------------------
+# --- (d) input pipeline vs the step -------------------------------------------------------------
+LOADER_WORKERS = TrainLoader.__init__.__kwdefaults__["num_workers"]  # = base config's
+
+
+def loader_throughput(size, batch, num_workers, batches) -> float:
+  """Host batches/s of :class:`TrainLoader` (synthetic scenes at ``size``, the training
+  augmentation with a ``size`` crop, ``num_workers`` threads) over ``batches`` batches after
+  one warm-up batch."""
+  source = SyntheticSource(max(2 * batch, 16), size, seed=0)
+  loader = TrainLoader(source, global_batch_size=batch, num_devices=1, seed=0,
+                       cfg=AugmentConfig(crop_size=(size, size)), num_workers=num_workers)
+  loader.batch(0)
+  t0 = time.perf_counter()
+  for step in range(1, batches + 1):
+    loader.batch(step)
+  return batches / (time.perf_counter() - t0)
+
+
+def pipeline_vs_step(train_rows, loader_rate) -> list[dict]:
+  """Per (c) row: the P-pooling step's steps/s next to the loader's batches/s (headroom > 1:
+  the host produces batches faster than the step consumes them)."""
+  return [dict(model=r["model"], dtype=r["dtype"], parallel=r["parallel"],
+               step_per_s=1e3 / r["p_ms"], loader_batch_per_s=loader_rate,
+               headroom=loader_rate * r["p_ms"] / 1e3) for r in train_rows]
+
+
+# --- (e) report -------------------------------------------------------------------------------
 def _driver() -> str:
   try:
     out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
@@ -195,6 +218,8 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--smoke", action="store_true", help="tiny shapes: checks the suite runs")
   ap.add_argument("--out", default="experiments/results/gpu.md")
+  ap.add_argument("--num_workers", type=int, default=LOADER_WORKERS,
+                  help="loader threads for (d) (default: the base config's dataset.num_workers)")
   args = ap.parse_args()
   t0 = time.time()
   dev = jax.devices()[0]
@@ -203,8 +228,10 @@ def main():
   shapes = [(2, 16, 16, 8)] if args.smoke else [(32, 128, 128, 64), (8, 256, 256, 128)]
   ops = bench_ops(shapes, repeats)
   bw = copy_bandwidth(2 ** 20 if args.smoke else 2 ** 30, repeats)
-  train = bench_train(*((32, 2, 1 / 16) if args.smoke else (320, 8, 1.0)), repeats=repeats,
-                      smoke=args.smoke)
+  size, batch, width = (32, 2, 1 / 16) if args.smoke else (320, 8, 1.0)
+  train = bench_train(size, batch, width, repeats=repeats, smoke=args.smoke)
+  loader_rate = loader_throughput(size, batch, args.num_workers, 3 if args.smoke else 50)
+  pipeline = pipeline_vs_step(train, loader_rate)
   lines = [
       "# Accelerator suite" + (" (smoke run: tiny shapes, not a benchmark)" if args.smoke else ""),
       "",
@@ -219,8 +246,17 @@ def main():
       "", "## (b) operators, 2x2 stride 2 (ratios to max_pool)", "",
       _table(ops, ["shape", "dtype", "op", "fwd_ms", "fwdbwd_ms", "fwd_ratio", "fwdbwd_ratio",
                    "fwd_gbps"]),
-      "", "## (c) train step (SGD, batch of random images), P-pooling / max pooling", "",
-      _table(train, ["model", "dtype", "parallel", "max_ms", "p_ms", "ratio"]), ""]
+      "", "## (c) the trainer's train step (batch of random images), P-pooling / max pooling",
+      "", f"make_train_step through the runner, alpha diagnostics on, batch {batch} at "
+      f"{size}x{size}; temp memory (MiB) of the compiled step from memory_analysis().", "",
+      _table(train, ["model", "dtype", "parallel", "max_ms", "p_ms", "ratio", "max_mib", "p_mib",
+                     "mem_ratio"]),
+      "", "## (d) input pipeline (host) vs the step's consumption", "",
+      f"TrainLoader, synthetic scenes, training augmentation, {size}x{size} crops, batch "
+      f"{batch}, num_workers={args.num_workers} on {os.cpu_count()} host cores; headroom = "
+      "loader batches/s / P-pooling steps/s (< 1: the step waits for data).", "",
+      _table(pipeline, ["model", "dtype", "parallel", "step_per_s", "loader_batch_per_s",
+                        "headroom"]), ""]
   with open(args.out, "w") as f:
     f.write("\n".join(lines))
   print("\n".join(lines))

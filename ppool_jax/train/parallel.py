@@ -31,7 +31,6 @@ number of calls with the same global shapes everywhere.
 
 from __future__ import annotations
 
-import flax
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -113,8 +112,15 @@ class PmapRunner:
                           axis_name=AXIS, devices=self.eval_devices)
 
   def place(self, state):
-    """A host pytree (state, record), one copy per device."""
-    return flax.jax_utils.replicate(state, self.devices or jax.local_devices())
+    """A host pytree (state, record), one copy per device, sharded as the step's outputs are
+    (``batch_sharding``): ``flax.jax_utils.replicate``'s sharding differs, and pmap compiled
+    the step a second time at its second call."""
+    n = self.batch_sharding.mesh.size
+
+    def put(x):
+      x = np.asarray(x)
+      return jax.make_array_from_callback((n,) + x.shape, self.batch_sharding, lambda _: x[None])
+    return jax.tree_util.tree_map(put, jax.device_get(state))
 
   def to_host(self, tree):
     """The host copy of a replicated output (state, record, metrics): waits for it."""
@@ -127,6 +133,11 @@ class PmapRunner:
   def train_step(self, state, record, batch):
     """One step on a :meth:`put` batch; returns device arrays ``(state, record, metrics)``."""
     return self._train(state, record, batch)
+
+  def lower_train_step(self, state, record, batch):
+    """:meth:`train_step` lowered for these arguments (nothing runs or is donated):
+    ``.compile().memory_analysis()`` is the compiled step's memory (the benchmarks)."""
+    return self._train.lower(state, record, batch)
 
   def eval_counts(self, state, batch):
     """Summed counts (int64) of an ``eval_batches`` batch of ``len(eval_devices)`` images,
@@ -182,6 +193,10 @@ class MeshRunner:
   def train_step(self, state, record, batch):
     """One step on a :meth:`put` batch; returns device arrays ``(state, record, metrics)``."""
     return self._train(state, record, batch)
+
+  def lower_train_step(self, state, record, batch):
+    """As :meth:`PmapRunner.lower_train_step`."""
+    return self._train.lower(state, record, batch)
 
   def _eval_view(self, x):
     """A replicated state leaf as an array of this process's devices (its local copies,
