@@ -102,7 +102,8 @@ def main():
     for m in args.methods:
       groups[m].append(go(m, config(m, s)))
   groups = {m: [r for r in rows if r] for m, rows in groups.items()}
-  extra = ["max", "P (bias 20)"] + ([best_fixed(groups)] if all(m in groups for m in FIXED) else [])
+  extra = [m for m in ["max", "P (bias 20)"] if m in groups] + (
+      [best_fixed(groups)] if all(m in groups for m in FIXED) else [])
   for m in extra:
     groups[m] += [r for r in (go(m, config(m, s))
                               for s in args.extra_seeds) if r]
