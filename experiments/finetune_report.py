@@ -250,7 +250,7 @@ def write(groups, args, out, pretrained: str):
       "every method the same batches, so differences are paired by "
       "seed. Scores in %, mean ± sample std over n seeds; intervals are 95 % t intervals of the "
       "paired mean difference.", "",
-      f"Regenerate: `python experiments/run_finetune_table.py "
+      "Regenerate: `python experiments/run_finetune_table.py "
       + (f"--runs {args.runs} " if getattr(args, "runs", "runs/detail") != "runs/detail" else "")
       + f"--seeds "
       f"{' '.join(map(str, args.seeds))} --extra_seeds {' '.join(map(str, args.extra_seeds))}"

@@ -176,7 +176,7 @@ def test_cli_errors(runs, tmp_path, capsys):
   for args, message in cases:
     assert export.main(args + ["--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"ppool_jax.export: error: ") and message in err
+    assert err.startswith("ppool_jax.export: error: ") and message in err
     assert err.count("\n") == 1 and not os.path.exists(tmp_path / "out")
   os.makedirs(tmp_path / "taken")
   assert export.main(["--workdir", runs["max"], "--out", str(tmp_path / "taken")]) == 2
