@@ -87,8 +87,8 @@ def test_check_config_names_unknown_and_missing_fields_and_every_dataset():
   cfg = tiny_config.get_config()
   cfg.model.pool_options = {"p": {"clip_max": 10.0}, "gated": {}}  # free-form: not fields
   cfg.dataset.name = "voc"
-  assert check_config(cfg) == ["unknown dataset 'voc'; choose from ade20k, cityscapes, synthetic, "
-                               "synthetic_detail, voc_aug."]
+  assert check_config(cfg) == ["unknown dataset 'voc'; choose from ade20k, cityscapes, folder, "
+                               "synthetic, synthetic_detail, voc_aug."]
 
 
 def test_train_stops_before_writing_anything(tmp_path):

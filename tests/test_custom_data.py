@@ -155,8 +155,8 @@ def test_folder_errors_name_the_paths(tmp_path):
   with pytest.raises(ValueError, match="reads its files directly: set dataset.reader='folder'"):
     inputs.sources(cfg)
   cfg.dataset.name = "mine"
-  with pytest.raises(ValueError, match="unknown dataset 'mine'; known: synthetic, "
-                                       "synthetic_detail, ade20k, cityscapes, voc_aug, folder"):
+  with pytest.raises(ValueError, match="unknown dataset 'mine'; choose from ade20k, cityscapes, "
+                                       "folder, synthetic, synthetic_detail, voc_aug"):
     inputs.num_classes(cfg)
 
 
