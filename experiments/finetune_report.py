@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 
 import numpy as np
 
 import runner
+from ppool_jax.train.summary import host_cpu
 
 SCORES = (("miou", "mIoU"), ("detail_miou", "detail mIoU"), ("boundary_f", "boundary F"),
           ("boundary_band_miou", "boundary-band mIoU"), ("iou/pole", "pole"),
@@ -27,13 +27,7 @@ def _cell(rows, key):
 
 
 def machine() -> str:
-  cpu = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{cpu}, {os.cpu_count()} cores, no GPU"
+  return f"{host_cpu()}, no GPU"
 
 
 def main_table(groups):

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import tempfile
 import time
 
@@ -39,6 +38,7 @@ from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.runtime import prefetch
+from ppool_jax.train.summary import host_cpu
 
 # (name, loop, metrics fetched, prefetch): the first row is the "before".
 ROWS = (("runner, every step", "runner", "every step", 0),
@@ -113,17 +113,6 @@ def train_completed(cfg) -> dict[int, float]:
   return {step: step / rate for step, rate in rates.items()}
 
 
-def machine() -> str:
-  """The CPU model and core count (``/proc/cpuinfo`` where there is one)."""
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{model}, {os.cpu_count()} cores"
-
-
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--steps", type=int, default=120)
@@ -153,7 +142,7 @@ def main():
   before = float(np.median(rates[ROWS[0][0]]))
   lines = [
       "# Training-loop benchmark: per-step host sync and device prefetch (issue #22)", "",
-      f"- machine: {machine()}; jax {jax.__version__}, {jax.local_device_count()} "
+      f"- machine: {host_cpu()}; jax {jax.__version__}, {jax.local_device_count()} "
       f"{jax.devices()[0].platform} device(s); {time.strftime('%Y-%m-%d')}",
       f"- load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}"
       + (f"; {args.note}" if args.note else ""),
