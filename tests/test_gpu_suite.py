@@ -38,8 +38,12 @@ def test_gpu_suite_smoke_on_cpu(tmp_path):
   section_a = report.split("## (a)")[1].split("## (b)")[0]
   rows = [line for line in section_a.splitlines() if line.startswith("| ") and "window" not in line]
   assert len(rows) == 16 and all(line.rstrip(" |").endswith("True") for line in rows)
-  for op in ("p_pool", "max_pool", "avg_pool"):
-    assert f"| {op} |" in report
+  # (b): pool_op.py's set, every alpha shape, forward and forward+backward, ratios to max.
+  ops = _rows(report.split("## (b)")[1].split("## (c)")[0])
+  names = ["max", "avg"] + [f"p ({k} alpha)" for k in ("dense", "channel", "scalar")]
+  assert [(r[3], r[4]) for r in ops] == [(m, n) for m in ("forward", "forward+backward")
+                                         for n in names]
+  assert all(float(r[6]) == 1.0 for r in ops if r[4] == "max") and all(float(r[5]) > 0 for r in ops)
   combos = {(dtype, mode) for dtype in ("float32", "bfloat16") for mode in ("pmap", "mesh")}
   # (c): the trainer's step, times and compiled memory of both poolings, positive.
   train = _rows(report.split("## (c)")[1].split("## (d)")[0])

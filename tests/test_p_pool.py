@@ -451,5 +451,47 @@ class ErrorsTest(parameterized.TestCase):
       self.assertTrue(np.all(np.isfinite(y)))
 
 
+
+class FastPathTest(parameterized.TestCase):
+  """Issue #23: the float32 log the fused loops use, and that every alpha shape gets the
+  dense map's memory (compiled temp sizes are deterministic for a given XLA)."""
+
+  def test_float32_log_is_within_one_ulp_over_the_whole_positive_range(self):
+    from ppool_jax.ops.p_pool_vjp import _log_f32_poly
+    rng = np.random.default_rng(0)
+    tiny, big = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+    x = np.concatenate([
+        np.exp(rng.uniform(np.log(tiny), np.log(big), 200_000)),       # normal range
+        rng.uniform(1e-45, tiny, 20_000),                               # subnormals
+        1.0 + rng.uniform(-1e-3, 1e-3, 20_000),                         # near 1 (cancellation)
+        [1.0, 2.0, 0.5, np.sqrt(0.5), tiny, big, 1.4e-45]]).astype(np.float32)
+    x = x[(x > 0) & np.isfinite(x)]
+    got = np.asarray(jax.jit(_log_f32_poly)(jnp.asarray(x)), np.float64)
+    ref = np.log(x.astype(np.float64))
+    ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    assert got[x == 1.0][0] == 0.0
+    np.testing.assert_array_less(np.abs(got - ref), 1.0 * ulp + 1e-45)
+
+  def test_no_alpha_shape_stores_more_than_the_dense_map(self):
+    x = jnp.zeros((4, 64, 64, 32), jnp.float32)
+    out_bytes = 4 * 32 * 32 * 32 * 4
+    for window, padding in (((2, 2), "VALID"), ((3, 3), "SAME")):
+      ct = jnp.zeros((4, 32, 32, 32))
+
+      def temp(fn, a):
+        return jax.jit(fn).lower(x, a).compile().memory_analysis().temp_size_in_bytes
+
+      pool = lambda x, a: p_pool(x, a, window, (2, 2), padding)
+      grad = lambda x, a: jax.grad(lambda x, a: jnp.vdot(pool(x, a), ct), argnums=(0, 1))(x, a)
+      dense = temp(grad, jnp.ones((4, 32, 32, 32)))
+      for a in (jnp.ones(()), jnp.ones((32,)), jnp.ones((1, 32, 32, 1))):
+        # The inference path keeps no residuals (SAME: only the zero-padded input, 2.1 MiB);
+        # the backward with a broadcast alpha stores about its gradient map on top of the
+        # dense case (not one array per member: +4-9 arrays before issue #23).
+        padded = 0 if padding == "VALID" else 4 * 66 * 66 * 32 * 4
+        assert temp(pool, a) == padded, (window, a.shape)
+        assert temp(grad, a) <= dense + 1.1 * out_bytes, (window, a.shape, temp(grad, a), dense)
+
+
 if __name__ == "__main__":
   pytest.main([__file__])

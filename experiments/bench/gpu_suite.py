@@ -5,9 +5,10 @@
 
 (a) p_pool on the device against a float64 NumPy reference on the host (values, d/dx,
     d/dalpha) for 2x2/2 and 3x3/2 SAME, float32 and bfloat16, alpha 0 / 2 / 20 / 1e4;
-(b) p_pool vs max_pool / avg_pool, forward and forward+backward, (32,128,128,64) and
-    (8,256,256,128), float32 and bfloat16, with achieved bytes/s next to the device's
-    measured copy bandwidth;
+(b) p_pool vs max_pool / avg_pool, forward and forward+backward, ``pool_op.py``'s set (every
+    alpha shape: dense map, per channel, scalar; 2x2/2 and 3x3/2 SAME) at (32,128,128,64) and
+    (8,256,256,128), float32 and bfloat16, with the input's read bandwidth next to the
+    device's measured copy bandwidth;
 (c) the trainer's own step (``make_train_step`` through the pmap / mesh runner, alpha
     diagnostics on, as ``train()`` runs it) of VGG16-seg and ResNet-50-seg, P-pooling vs max
     pooling, batch 8 at 320x320, float32 and bfloat16: time and compiled temp memory;
@@ -29,7 +30,6 @@ import platform
 import subprocess
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -41,6 +41,7 @@ from ppool_jax.models import ResNet50Seg, VGG16Seg
 from ppool_jax.models.vgg import VGG16_BLOCKS
 from ppool_jax.nn import with_side_branch_lr
 from ppool_jax.train.steps import AXIS
+import pool_op
 from timing import median_time
 from trainer_step import TrainerStep, random_batch
 
@@ -105,25 +106,20 @@ def copy_bandwidth(n_bytes: int, repeats: int) -> float:
   return 2 * n_bytes / t  # read + write
 
 
-def bench_ops(shapes, repeats) -> list[dict]:
+def bench_ops(shapes, repeats, smoke=False) -> list[dict]:
+  """``pool_op.bench``'s set (every alpha shape, 2x2/2 and 3x3/2, forward and
+  forward+backward) in float32 and bfloat16, with the input's read bandwidth
+  (``smoke``: float32 2x2/2 only)."""
   rows = []
-  for shape, dtype in itertools.product(shapes, (jnp.float32, jnp.bfloat16)):
-    x = jax.random.uniform(jax.random.PRNGKey(0), shape, dtype, 0.0, 1.0)
-    alpha = jnp.full((shape[0], shape[1] // 2, shape[2] // 2, shape[3]), 5.0, jnp.float32)
-    ops = {"p_pool": lambda x, a: p_pool(x, a, (2, 2), (2, 2)),
-           "max_pool": lambda x, a: nn.max_pool(x, (2, 2), (2, 2)),
-           "avg_pool": lambda x, a: nn.avg_pool(x, (2, 2), (2, 2))}
-    times = {}
-    for name, f in ops.items():
-      fwd = jax.jit(f)
-      bwd = jax.jit(jax.grad(lambda x, a: jnp.sum(f(x, a).astype(jnp.float32)), argnums=(0, 1)
-                             if name == "p_pool" else 0))
-      times[name] = (median_time(fwd, x, alpha, repeats=repeats), median_time(bwd, x, alpha, repeats=repeats))
-    nbytes = x.size * x.dtype.itemsize * 1.25   # read x, write y (a quarter of x)
-    for name, (tf, tb) in times.items():
-      rows.append(dict(shape=str(shape), dtype=jnp.dtype(dtype).name, op=name, fwd_ms=1e3 * tf,
-                       fwdbwd_ms=1e3 * tb, fwd_ratio=tf / times["max_pool"][0],
-                       fwdbwd_ratio=tb / times["max_pool"][1], fwd_gbps=nbytes / tf / 1e9))
+  dtypes, windows = (pool_op.DTYPES[:1], pool_op.WINDOWS[:1]) if smoke else (
+      pool_op.DTYPES, pool_op.WINDOWS)
+  for shape, dtype, (window, strides, padding) in itertools.product(shapes, dtypes, windows):
+    nbytes = np.prod(shape) * jnp.dtype(dtype).itemsize
+    for r in pool_op.bench(shape, window, strides, repeats, padding, dtype):
+      rows.append(dict(shape=str(shape), window=f"{window[0]}x{window[1]}/{strides[0]}",
+                       dtype=dtype, mode=r["mode"], op=r["op"], ms=r["ms"], ratio=r["ratio"],
+                       mem_ratio=r["mem_ratio"] if r["mem_ratio"] is not None else float("nan"),
+                       read_gbps=nbytes / r["ms"] / 1e6))
   return rows
 
 
@@ -226,7 +222,7 @@ def main():
   repeats = 2 if args.smoke else 20
   correctness = check_correctness(args.smoke)
   shapes = [(2, 16, 16, 8)] if args.smoke else [(32, 128, 128, 64), (8, 256, 256, 128)]
-  ops = bench_ops(shapes, repeats)
+  ops = bench_ops(shapes, repeats, args.smoke)
   bw = copy_bandwidth(2 ** 20 if args.smoke else 2 ** 30, repeats)
   size, batch, width = (32, 2, 1 / 16) if args.smoke else (320, 8, 1.0)
   train = bench_train(size, batch, width, repeats=repeats, smoke=args.smoke)
@@ -243,9 +239,9 @@ def main():
       f"{repeats} runs after compilation",
       "", "## (a) p_pool on the device vs float64 host reference (max relative error)", "",
       _table(correctness, ["window", "dtype", "alpha", "y", "gx", "galpha", "tol", "ok"]),
-      "", "## (b) operators, 2x2 stride 2 (ratios to max_pool)", "",
-      _table(ops, ["shape", "dtype", "op", "fwd_ms", "fwdbwd_ms", "fwd_ratio", "fwdbwd_ratio",
-                   "fwd_gbps"]),
+      "", "## (b) operators (`pool_op.py`'s set; ratios to max_pool in the same loop)", "",
+      _table(ops, ["shape", "window", "dtype", "mode", "op", "ms", "ratio", "mem_ratio",
+                   "read_gbps"]),
       "", "## (c) the trainer's train step (batch of random images), P-pooling / max pooling",
       "", f"make_train_step through the runner, alpha diagnostics on, batch {batch} at "
       f"{size}x{size}; temp memory (MiB) of the compiled step from memory_analysis().", "",

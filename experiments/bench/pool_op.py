@@ -21,63 +21,84 @@ from ppool_jax import p_pool
 from timing import median_time
 
 
+ALPHAS = ("dense", "channel", "scalar")  # the side branch's map, (C,), ()
+DTYPES = ("float32", "bfloat16")
+
+
 def _temp_bytes(fn, *args):
   analysis = jax.jit(fn).lower(*args).compile().memory_analysis()
   return None if analysis is None else analysis.temp_size_in_bytes
 
 
-def bench(shape, window, strides, repeats):
-  x = jax.random.uniform(jax.random.PRNGKey(0), shape, jnp.float32)
-  out = nn.max_pool(x, window, strides)
-  alpha = jax.random.uniform(jax.random.PRNGKey(1), out.shape, jnp.float32, 0.0, 35.0)
-  ct = jax.random.normal(jax.random.PRNGKey(2), out.shape, jnp.float32)
+def _alpha(kind, out_shape):
+  """alpha of ``kind`` at the value 5 (random in [0, 35) for the dense map)."""
+  if kind == "dense":
+    return jax.random.uniform(jax.random.PRNGKey(1), out_shape, jnp.float32, 0.0, 35.0)
+  return jnp.full(out_shape[-1:] if kind == "channel" else (), 5.0, jnp.float32)
 
-  fwd = {
-      "max": lambda x, a: nn.max_pool(x, window, strides),
-      "avg": lambda x, a: nn.avg_pool(x, window, strides),
-      "p": lambda x, a: p_pool(x, a, window, strides),
-  }
-  # max/avg pooling differentiate w.r.t. x only; p_pool w.r.t. x and alpha.
-  fwd_bwd = {
-      "max": lambda x, a: jax.grad(lambda x: jnp.vdot(fwd["max"](x, a), ct))(x),
-      "avg": lambda x, a: jax.grad(lambda x: jnp.vdot(fwd["avg"](x, a), ct))(x),
-      "p": lambda x, a: jax.grad(lambda x, a: jnp.vdot(fwd["p"](x, a), ct), argnums=(0, 1))(x, a),
-  }
+
+def bench(shape, window, strides, repeats, padding="VALID", dtype="float32", alphas=ALPHAS):
+  """Rows ``(mode, op, ms, ratio, temp, mem_ratio)``: max_pool, avg_pool and p_pool with each
+  alpha shape in ``alphas``, forward and forward+backward (p_pool w.r.t. x and alpha), on
+  uniform [0, 1) inputs of ``dtype``; ratios to max_pool measured in the same loop."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), shape, jnp.float32).astype(dtype)
+  out_shape = nn.max_pool(x, window, strides, padding).shape
+  ct = jax.random.normal(jax.random.PRNGKey(2), out_shape, jnp.float32).astype(dtype)
+  pool = {"max": lambda x, a: nn.max_pool(x, window, strides, padding),
+          "avg": lambda x, a: nn.avg_pool(x, window, strides, padding)}
+  args = {"max": jnp.zeros(()), "avg": jnp.zeros(())}
+  for kind in alphas:
+    pool[f"p ({kind} alpha)"] = lambda x, a: p_pool(x, a, window, strides, padding)
+    args[f"p ({kind} alpha)"] = _alpha(kind, out_shape)
+
+  def fwd_bwd(f, name):
+    loss = lambda x, a: jnp.vdot(f(x, a).astype(jnp.float32), ct.astype(jnp.float32))
+    if name.startswith("p"):  # max/avg pooling differentiate w.r.t. x only
+      return lambda x, a: jax.grad(loss, argnums=(0, 1))(x, a)
+    return lambda x, a: jax.grad(loss)(x, a)
+
   rows = []
-  for mode, fns in [("forward", fwd), ("forward+backward", fwd_bwd)]:
+  for mode in ("forward", "forward+backward"):
     res = {}
-    for name, fn in fns.items():
-      jitted = jax.jit(fn)
-      res[name] = (median_time(jitted, x, alpha, repeats=repeats), _temp_bytes(fn, x, alpha))
+    for name, f in pool.items():
+      fn = f if mode == "forward" else fwd_bwd(f, name)
+      res[name] = (median_time(jax.jit(fn), x, args[name], repeats=repeats),
+                   _temp_bytes(fn, x, args[name]))
+    t_max, m_max = res["max"]
     for name, (t, mem) in res.items():
-      rows.append(dict(mode=mode, op=name, ms=t * 1e3, ratio=t / res["max"][0], temp=mem,
-                       mem_ratio=(mem / res["max"][1]) if mem is not None and res["max"][1] else None))
+      rows.append(dict(mode=mode, op=name, ms=t * 1e3, ratio=t / t_max, temp=mem,
+                       mem_ratio=(mem / m_max) if mem is not None and m_max else None))
   return rows
+
+
+WINDOWS = (((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--shape", default="8,128,128,64")
   parser.add_argument("--repeats", type=int, default=10)
+  parser.add_argument("--dtypes", default=",".join(DTYPES))
   parser.add_argument("--out", default=None, help="write a markdown table here")
   args = parser.parse_args()
   shape = tuple(int(s) for s in args.shape.split(","))
   device = jax.devices()[0]
   header = (f"device: {device.platform} ({device.device_kind}), {os.cpu_count()} cpu cores, "
             f"{platform.processor() or platform.machine()}; jax {jax.__version__}; "
-            f"shape {shape} float32; median of {args.repeats}")
+            f"shape {shape}; median of {args.repeats}")
   print(header)
   lines = [f"# p_pool benchmark\n\n{header}\n",
-           "| window | mode | op | time (ms) | time / max_pool | temp memory (MiB) | temp / max_pool |",
-           "|---|---|---|---|---|---|---|"]
-  for window, strides in [((2, 2), (2, 2)), ((3, 3), (2, 2))]:
-    for r in bench(shape, window, strides, args.repeats):
-      mem = "n/a" if r["temp"] is None else f"{r['temp'] / 2**20:.1f}"
-      mem_ratio = "n/a" if r["mem_ratio"] is None else f"{r['mem_ratio']:.2f}"
-      line = (f"| {window[0]}x{window[1]}/{strides[0]} | {r['mode']} | {r['op']} | {r['ms']:.2f} | "
-              f"{r['ratio']:.2f} | {mem} | {mem_ratio} |")
-      print(line)
-      lines.append(line)
+           "| window | dtype | mode | op | time (ms) | time / max_pool | temp memory (MiB) "
+           "| temp / max_pool |", "|---|---|---|---|---|---|---|---|"]
+  for dtype in args.dtypes.split(","):
+    for window, strides, padding in WINDOWS:
+      for r in bench(shape, window, strides, args.repeats, padding, dtype):
+        mem = "n/a" if r["temp"] is None else f"{r['temp'] / 2**20:.1f}"
+        mem_ratio = "n/a" if r["mem_ratio"] is None else f"{r['mem_ratio']:.2f}"
+        line = (f"| {window[0]}x{window[1]}/{strides[0]} {padding} | {dtype} | {r['mode']} | "
+                f"{r['op']} | {r['ms']:.2f} | {r['ratio']:.2f} | {mem} | {mem_ratio} |")
+        print(line, flush=True)
+        lines.append(line)
   if args.out:
     with open(args.out, "w") as f:
       f.write("\n".join(lines) + "\n")

@@ -10,6 +10,8 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax import lax
+import numpy as np
 
 from ppool_jax.ops.windows import (WindowGeometry, fold, from_pixel_grid, masked, pad_windows,
                                    pixel_memberships, to_pixel_grid, window_members,
@@ -33,9 +35,47 @@ def compute_dtype(dtype):
 #   repeated onto the pixel grid. No scatter, no per-member arrays.
 
 
+# Cephes' logf: x = 2^e * m with m in [sqrt(1/2), sqrt(2)), log(m) by a degree-9 polynomial
+# in m - 1 (error <= 1 ulp; XLA:CPU's log measured 1.1 ulp) and e * log 2 in two parts.
+_LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
+             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
+             3.3333331174e-1)
+
+
+def _log_f32_poly(x):
+  """``log(x)`` for float32 ``x > 0`` (any finite positive value, subnormals included)
+  from elementwise arithmetic only, so it vectorises inside a fused loop; values
+  ``<= 0`` give garbage (callers select them away)."""
+  bits = lax.bitcast_convert_type(x, jnp.int32)
+  # A subnormal 2^-149 * n is read through its integer n (exact in float32): no float op
+  # touches a subnormal, so the result holds where the CPU flushes them to zero.
+  sub = (bits & 0x7F800000) == 0
+  bits = jnp.where(sub, lax.bitcast_convert_type((bits & 0x007FFFFF).astype(jnp.float32),
+                                                 jnp.int32), bits)
+  m = lax.bitcast_convert_type((bits & 0x007FFFFF) | 0x3F000000, jnp.float32)  # [1/2, 1)
+  e = ((bits >> 23) & 0xFF) - 126 - jnp.where(sub, 149, 0)
+  low = m < 0.70710678118654752440
+  e = jnp.where(low, e - 1, e).astype(jnp.float32)
+  t = jnp.where(low, m + m, m) - 1.0
+  t2 = t * t
+  p = jnp.float32(_LOG_POLY[0])
+  for c in _LOG_POLY[1:]:
+    p = p * t + c
+  return t + (t * t2 * p - 2.12194440e-4 * e - 0.5 * t2) + 0.693359375 * e
+
+
+def _log(x):
+  """``log`` of a positive array. float32 on CPU takes ``_log_f32_poly``: inside the fused
+  per-member loops XLA:CPU's ``log`` costs 1.7x a whole ``max_pool`` for 4 members
+  (the polynomial 1.2x; issue #23); other dtypes and platforms use ``jnp.log``."""
+  if x.dtype != jnp.float32:
+    return jnp.log(x)
+  return lax.platform_dependent(x, cpu=_log_f32_poly, default=jnp.log)
+
+
 def _top_log(top):
   """``log(top)``, ``-inf`` for an all-zero window."""
-  return jnp.where(top > 0, jnp.log(jnp.where(top > 0, top, 1)), -jnp.inf)
+  return jnp.where(top > 0, _log(jnp.where(top > 0, top, 1)), -jnp.inf)
 
 
 def _weight(z, a, top, log_top, tag):
@@ -47,7 +87,7 @@ def _weight(z, a, top, log_top, tag):
   that bit into a percent). Returns ``(pos, log(z / top) or 0, e)``.
   """
   pos = z > 0
-  log_r = jnp.where(pos, jnp.log(jnp.where(pos, z, tag)) - log_top, 0.0)
+  log_r = jnp.where(pos, _log(jnp.where(pos, z, tag)) - log_top, 0.0)
   e = jnp.where(z == top, 1.0, jnp.where(
       pos, jnp.exp(a * log_r), jnp.where((a == 0) | (log_top == -jnp.inf), 1.0, 0.0)))
   return pos, log_r, e
@@ -182,10 +222,26 @@ def _pixel_gradient(xc, geom, stats, map_low):
 
 
 def _sum_to_shape(g: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-  """Sums a broadcast gradient back to the shape of the broadcast operand."""
-  g = g.sum(axis=tuple(range(g.ndim - len(shape))))
-  axes = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
-  return g.sum(axis=axes, keepdims=True).reshape(shape)
+  """Sums a broadcast gradient back to the shape of the broadcast operand.
+
+  The sum over the broadcast dims is a matrix-vector product with ones, not a reduction:
+  XLA:CPU fuses a reduction into the loop that computes ``g`` and then stores every
+  window member's terms (4-9 output-sized arrays, issue #23); a dot reads ``g`` once.
+  The channel dim is always kept through the dot, so a scalar alpha's sum is a dot to
+  ``(C,)`` and a small reduction after it.
+  """
+  if g.shape == tuple(shape):
+    return g
+  full = (1,) * (g.ndim - len(shape)) + tuple(shape)
+  keep = sorted({i for i, d in enumerate(full) if d != 1} | {g.ndim - 1})
+  drop = [i for i in range(g.ndim) if i not in keep]
+  kept = [g.shape[i] for i in keep]
+  rows = jnp.transpose(g, drop + keep).reshape(-1, int(np.prod(kept)))
+  summed = jnp.dot(jnp.ones((rows.shape[0],), g.dtype), rows,
+                   precision=jax.lax.Precision.HIGHEST).reshape(kept)
+  if full[-1] == 1:  # a scalar or a map without channels: the channel dim goes too
+    summed = summed.sum(axis=-1, keepdims=True)
+  return summed.reshape(shape)
 
 
 p_pool_core.defvjp(_p_pool_fwd, _p_pool_bwd)
