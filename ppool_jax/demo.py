@@ -75,6 +75,7 @@ def save_picture(cfg, state, eval_source, path: str, n: int = 4) -> None:
   import matplotlib.pyplot as plt
 
   from ppool_jax.data import normalize
+  from ppool_jax.labels import IGNORE
   from ppool_jax.train import model_from_config
   from ppool_jax.train.inputs import augment_config
   from ppool_jax.train.loop import predict_with_alpha
@@ -86,7 +87,7 @@ def save_picture(cfg, state, eval_source, path: str, n: int = 4) -> None:
   fig, axes = plt.subplots(n, cols, figsize=(2.0 * cols, 2.0 * n), squeeze=False)
   for r, e in enumerate(examples):
     label = e["label"].astype(float)
-    label[e["label"] == 255] = np.nan
+    label[e["label"] == IGNORE] = np.nan
     panels = [("image", e["image"], {}), ("label", label, dict(cmap="tab10", vmin=0, vmax=9)),
               ("prediction", preds[r], dict(cmap="tab10", vmin=0, vmax=9))]
     for name, a in alphas.items():

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ppool_jax.nn import POOLINGS, make_pool
+from ppool_jax.ops import compute_dtype
 
 # The paper's Strided-C (Springenberg et al.): no pooling layer, the preceding conv
 # takes the stride. A model-level setting, not a pooling module.
@@ -86,7 +87,7 @@ def resample(x: jax.Array, src: Grid, size: tuple[int, int], dst: Grid = PIXELS)
   grid ``dst`` (default: the input pixels), each output cell taking the value at its own
   centre. Beyond the outermost cell centres the edge value is kept. Computed (and returned)
   in at least float32: bfloat16 logits come back as float32."""
-  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  x = x.astype(compute_dtype(x.dtype))
   # One replicated cell on every side: jax.image zeroes samples outside the cells' extent.
   x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
   src_offset = [c - src.stride for c in src.offset]

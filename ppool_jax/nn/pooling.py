@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from ppool_jax.nn.side_branch import SIDE_BRANCH, DepthwiseConv, PReLU, SideBranch  # noqa: F401
-from ppool_jax.ops import p_pool, window_geometry, window_members
+from ppool_jax.ops import compute_dtype, p_pool, window_geometry, window_members
 from ppool_jax.ops.windows import Padding, fold, masked
 
 
@@ -117,7 +117,7 @@ class PPool(_Pool):
                      input_scale=self.input_scale, input_norm=self.input_norm,
                      out_kernel_stddev=1e-3 / self.bias_init if log else 1e-3,
                      name=SIDE_BRANCH)(
-                         x.astype(jnp.promote_types(x.dtype, jnp.float32)))
+                         x.astype(compute_dtype(x.dtype)))
     if not self.is_initializing():
       raw = self.perturb("alpha_raw", raw)
     lo = math.log(self.alpha_min) if log else self.alpha_min

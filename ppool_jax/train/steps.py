@@ -18,6 +18,7 @@ import optax
 from ppool_jax.labels import IGNORE
 from ppool_jax.metrics import segmentation_counts
 from ppool_jax.models.tta import check_tta, tta_logits
+from ppool_jax.ops import compute_dtype
 from ppool_jax.train.diagnostics import alpha_perturbations, alpha_stats
 
 AXIS = "batch"
@@ -39,7 +40,7 @@ def pixel_cross_entropy(logits, labels):
   safe = jnp.where(valid, labels, 0)
   # At least float32 (bfloat16 logits are upcast; float64 ones are kept).
   ce = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.promote_types(logits.dtype, jnp.float32)), safe)
+      logits.astype(compute_dtype(logits.dtype)), safe)
   return jnp.where(valid, ce, 0.0), valid
 
 
