@@ -21,7 +21,7 @@ converted with ``python -m ppool_jax.convert``. For every method (`METHODS`):
   python experiments/run_finetune_hed.py --steps 200 --head_steps 100 --crop 96 --lr 2e-9 \
       --seeds 1 2
 
-Writes experiments/results/finetune_hed.md and finetune_hed_alpha.png; runs resume.
+Writes experiments/results/finetune_hed.md (tables, alpha diagnostics); runs resume.
 """
 
 from __future__ import annotations
