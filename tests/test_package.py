@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_CONFIGS = ("synthetic_demo", "table1", "table45", "table6")
 
 
-def _python(code, cwd, pythonpath=ROOT, timeout=120):
+def _python(code, cwd, pythonpath=ROOT, timeout=600):
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=pythonpath, JAX_PLATFORMS="cpu")
   r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
                      capture_output=True, text=True, timeout=timeout)
@@ -74,11 +74,11 @@ def test_core_install_trains_without_tensorflow_tfds_and_h5py(tmp_path):
 def test_train_cli_takes_package_config_names_from_any_directory(tmp_path):
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)
   r = subprocess.run([sys.executable, "-m", "ppool_jax.train", "--help"], cwd=tmp_path, env=env,
-                     capture_output=True, text=True, timeout=120)
+                     capture_output=True, text=True, timeout=600)
   assert r.returncode in (0, 1), r.stderr  # absl's --help exits with 1
   assert "--config" in r.stdout and "synthetic_demo" in r.stdout and "--workdir" in r.stdout
   r = subprocess.run([sys.executable, "-m", "ppool_jax.train", "--config", "nope", "--workdir",
-                      "w"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+                      "w"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode != 0
   assert "'nope' is neither a config file nor a package config (synthetic_demo, table1" in r.stderr
   out = _python("""
