@@ -1,4 +1,5 @@
-"""Writes experiments/results/finetune_table.md and its figures (see run_finetune_table.py).
+"""Writes experiments/results/finetune_table.md and its figures (see
+:mod:`experiments.run_finetune_table`); the tables come from :mod:`experiments.report`.
 
 A hand-written "## Analysis" section at the end of an existing report survives regeneration.
 """
@@ -10,52 +11,17 @@ import os
 
 import numpy as np
 
-import runner
-from ppool_jax.train.summary import host_cpu
+from experiments import report
+from experiments.configs import finetune_detail
 
 SCORES = (("miou", "mIoU"), ("detail_miou", "detail mIoU"), ("boundary_f", "boundary F"),
           ("boundary_band_miou", "boundary-band mIoU"), ("iou/pole", "pole"),
           ("iou/wire", "wire"), ("iou/small_object", "small object"))
 PAIRED = SCORES[:3] + SCORES[4:]
-ALPHA_OF = {"avg": 0.0, "fixed alpha 1": 1.0, "fixed alpha 2": 2.0, "fixed alpha 5": 5.0,
-            "fixed alpha 10": 10.0}
-
-
-def _cell(rows, key):
-  m, s, n = runner.summary([100 * r.get(key, float("nan")) for r in rows])
-  return "–" if not n else f"{m:.1f} ± {s:.1f}"
-
-
-def machine() -> str:
-  return f"{host_cpu()}, no GPU"
-
-
-def main_table(groups):
-  lines = ["| method | n | " + " | ".join(h for _, h in SCORES) + " |",
-           "|---|---|" + "---|" * len(SCORES)]
-  for name, rows in groups.items():
-    div = sum(1 for r in rows if r.get("diverged"))
-    label = name + (f" ({div} diverged)" if div else "")
-    lines.append(f"| {label} | {len(rows) - div} | " + " | ".join(_cell(rows, k) for k, _ in SCORES)
-                 + " |")
-  return lines
-
-
-def paired_table(groups, reference):
-  lines = [f"| method − {reference} | n | " + " | ".join(h for _, h in PAIRED) + " |",
-           "|---|---|" + "---|" * len(PAIRED)]
-  for name, rows in groups.items():
-    if name == reference:
-      continue
-    cells, n = [], 0
-    for key, _ in PAIRED:
-      p = runner.paired(rows, groups[reference], key)
-      n = max(n, p["n"])
-      interval = (f" [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}]" if np.isfinite(p["lo"])
-                  else "")
-      cells.append(f"{100 * p['mean']:+.1f}{interval} ({p['ahead']}/{p['n']})")
-    lines.append(f"| {name} | {n} | " + " | ".join(cells) + " |")
-  return lines
+# Every fixed pooling of the grid as an alpha: avg = alpha 0, the fixed alphas of METHODS.
+ALPHA_OF = {"avg": 0.0, **{m: opts["p_fixed"]["init_alpha"]
+                           for m, (pooling, opts) in finetune_detail.METHODS.items()
+                           if pooling == "p_fixed"}}
 
 
 def _curve_table(groups):
@@ -67,7 +33,7 @@ def _curve_table(groups):
     for r in rows:
       if r.get("diverged"):
         continue
-      curve = dict(runner.metrics_log(r["workdir"], "eval").get("miou", []))
+      curve = dict(report.metrics_log(r["workdir"], "eval").get("miou", []))
       steps = sorted(curve)
       if not steps:
         continue
@@ -81,37 +47,6 @@ def _curve_table(groups):
   return lines
 
 
-def alpha_table(rows):
-  """Per layer, over the P runs' seeds (mean): the initial state (step 1's forward pass) and
-  the end of training, the side branch's relative drift, per-position change on eval images."""
-  per_layer: dict = {}
-  for r in rows:
-    if r.get("diverged"):
-      continue
-    log = runner.metrics_log(r["workdir"])
-    for metric, series in log.items():
-      if not metric.startswith("alpha/"):
-        continue
-      layer, stat = metric[len("alpha/backbone/"):].split("/", 1)
-      per_layer.setdefault(layer, {}).setdefault(stat, []).append((series[0][1], series[-1][1]))
-    for layer, ch in r.get("alpha_change", {}).items():
-      for k, v in ch.items():
-        per_layer.setdefault(layer, {}).setdefault("eval/" + k, []).append((v, v))
-  lines = ["| layer | alpha mean step 0 → end | frac < 10 step 0 → end | frac clipped end | "
-           "mean abs dL/d(branch output) step 0 → end | drift end: bias / 1x1 kernel / window "
-           "kernel / PReLU | eval images: mean abs Δalpha (p99) |", "|---|---|---|---|---|---|---|"]
-  for layer, st in sorted(per_layer.items()):
-    f = lambda k, i: float(np.mean([v[i] for v in st[k]])) if k in st else float("nan")
-    drift = " / ".join(f"{f('drift/' + k, 1):.1e}" for k in (
-        "conv_alpha/bias", "conv_alpha/kernel", "conv_window/kernel", "prelu/slope"))
-    lines.append(
-        f"| {layer} | {f('mean', 0):.2f} → {f('mean', 1):.2f} | {f('frac_below_10', 0):.3f} → "
-        f"{f('frac_below_10', 1):.3f} | {f('frac_clipped', 1):.3f} | "
-        f"{f('mean_abs_grad_raw', 0):.1e} → {f('mean_abs_grad_raw', 1):.1e} | {drift} | "
-        f"{f('eval/mean_abs_change', 0):.3f} ({f('eval/p99_abs_change', 0):.2f}) |")
-  return lines
-
-
 def _plots(groups, out):
   import matplotlib
   matplotlib.use("Agg")
@@ -121,12 +56,13 @@ def _plots(groups, out):
   pos = list(range(len(xs))) + [len(xs)]
   for ax, (key, title) in zip(axes[:2], (("miou", "mIoU"), ("detail_miou", "detail mIoU"))):
     labels = [k for k, _ in xs] + ["max"]
-    stats = [runner.summary([100 * r.get(key, np.nan) for r in groups.get(k, [])]) for k in labels]
+    stats = [report.summary([100 * r.get(key, np.nan) for r in groups.get(k, [])])
+             for k in labels]
     ax.errorbar(pos, [s[0] for s in stats], yerr=[s[1] for s in stats], marker="o", capsize=3,
                 label="fixed pooling (avg = alpha 0, max = alpha inf)")
     for name, style in (("P (bias 20)", "--"), ("P (bias 5)", ":"), ("P (log alpha)", "-.")):
       if groups.get(name):
-        ax.axhline(runner.summary([100 * r.get(key, np.nan) for r in groups[name]])[0],
+        ax.axhline(report.summary([100 * r.get(key, np.nan) for r in groups[name]])[0],
                    ls=style, color="C3" if "20" in name else "C2", label=name)
     ax.set_xticks(pos, [str(a) for _, a in xs] + ["inf"])
     ax.set_xlabel("alpha")
@@ -134,12 +70,10 @@ def _plots(groups, out):
     ax.legend(fontsize=7)
   ax = axes[2]
   for i, (name, rows) in enumerate(groups.items()):
-    curves = [dict(runner.metrics_log(r["workdir"], "eval").get("miou", [])) for r in rows
-              if not r.get("diverged")]
-    if curves:
-      steps = sorted(set.intersection(*(set(c) for c in curves)))
-      ax.plot(steps, [100 * np.mean([c[s] for c in curves]) for s in steps], label=name,
-              color=f"C{i % 10}", ls="-" if i < 10 else "--")
+    steps, miou = report.mean_curve(rows, "miou", "eval")
+    if steps is not None:
+      ax.plot(steps, [100 * v for v in miou], label=name, color=f"C{i % 10}",
+              ls="-" if i < 10 else "--")
   ax.set_xlabel("fine-tuning step")
   ax.set_title("evaluation mIoU during fine-tuning (mean over seeds)")
   ax.legend(fontsize=6)
@@ -184,16 +118,23 @@ def _alpha_figure(groups, out):
   return True
 
 
-def preserved_analysis(out):
-  if not os.path.exists(out):
-    return "## Analysis\n\n(to be written from the tables above)\n"
-  text = open(out).read()
-  i = text.find("## Analysis")
-  return text[i:] if i >= 0 else "## Analysis\n\n(to be written from the tables above)\n"
+def _command(groups, args, out) -> str:
+  """The invocation that rebuilds the report from ``args`` (flags at their defaults left out)."""
+  runs = getattr(args, "runs", "runs/detail")
+  methods = [m for m in groups if m not in args.options]
+  return report.command("run_finetune_table", [
+      f"--runs {runs}" if runs != "runs/detail" else "", report.out_flag(out, "finetune_table.md"),
+      f"--seeds {' '.join(map(str, args.seeds))}",
+      f"--extra_seeds {' '.join(map(str, args.extra_seeds))}",
+      f"--options {' '.join(repr(o) for o in args.options)}" if args.options else "",
+      f"--steps {args.steps}" if args.steps else "",
+      f"--lr {args.lr:g}" if getattr(args, "lr", None) else "",
+      f"--methods {' '.join(repr(m) for m in methods)}"
+      if set(methods) != set(finetune_detail.METHODS) else "",
+      "--report_only" if getattr(args, "report_only", False) else ""])
 
 
 def write(groups, args, out, pretrained: str):
-  import finetune_detail
   from ppool_jax.train.optim import effective_solver
   cfg = finetune_detail.get_config()
   if args.steps:
@@ -208,8 +149,8 @@ def write(groups, args, out, pretrained: str):
   lines = [
       "# Fine-tuning experiment on synthetic detail data (issue #19)", "",
       "**Synthetic data, small network, CPU: not a reproduction of the paper's numbers.**", "",
-      f"Machine: {machine()} (the project's 2-core VM, shared with other work while the runs "
-      "ran; timings are not benchmarks).", "",
+      f"Machine: {report.machine()} (the project's 2-core VM, shared with other work while the "
+      "runs ran; timings are not benchmarks).", "",
       "**Data** (`dataset.name=synthetic_detail`, `ppool_jax/data/detail.py`; statistics in "
       "`docs/synthetic_detail.md`): 96 px scenes with anti-aliased thin structures narrower "
       "than the stride, weak wires beside strong poles, small objects beside blobs of their "
@@ -244,27 +185,21 @@ def write(groups, args, out, pretrained: str):
       "every method the same batches, so differences are paired by "
       "seed. Scores in %, mean ± sample std over n seeds; intervals are 95 % t intervals of the "
       "paired mean difference.", "",
-      "Regenerate: `python experiments/run_finetune_table.py "
-      + (f"--runs {args.runs} " if getattr(args, "runs", "runs/detail") != "runs/detail" else "")
-      + f"--seeds "
-      f"{' '.join(map(str, args.seeds))} --extra_seeds {' '.join(map(str, args.extra_seeds))}"
-      + (f" --options {' '.join(repr(o) for o in args.options)}" if args.options else "")
-      + (f" --steps {args.steps}" if args.steps else "")
-      + (f" --lr {args.lr:g}" if getattr(args, "lr", None) else "")
-      + (f" --methods {' '.join(repr(m) for m in groups if m not in args.options)}"
-         if set(groups) - set(args.options) != set(finetune_detail.METHODS) else "")
-      + "` (runs resume).", "",
-      "## Every method", ""] + main_table(groups) + [
+      f"Regenerate: `{_command(groups, args, out)}`"
+      + (" rebuilds this report from the runs (without `--report_only` the command trains the "
+         "runs that are missing)." if getattr(args, "report_only", False) else
+         " (runs resume)."), "",
+      "## Every method", ""] + report.score_table(groups, SCORES) + [
       "", "## Paired differences to max pooling", "",
       "Mean difference [95 % interval] (seeds ahead / n), in points.", ""] + \
-      paired_table(groups, "max")
+      report.paired_table(groups, "max", PAIRED)
   fixed = [m for m in ALPHA_OF if m != "avg" and groups.get(m)]
   if fixed and groups.get("P (bias 20)"):
-    best = max(fixed, key=lambda m: runner.summary([r.get("miou", np.nan) for r in groups[m]])[0])
+    best = max(fixed, key=lambda m: report.summary([r.get("miou", np.nan) for r in groups[m]])[0])
     sub = {best: groups[best], **{k: v for k, v in groups.items() if k.startswith("P")}}
     lines += ["", f"## Does the learned alpha find the best fixed alpha ({best})?", "",
               f"Paired differences to `{best}` (best mean mIoU of the fixed alphas).", ""]
-    lines += paired_table(sub, best)
+    lines += report.paired_table(sub, best, PAIRED)
   lines += ["", "## Fixed alpha, and the evaluation curves", "",
             f"![scores vs alpha and curves]({os.path.basename(out).replace('.md', '.png')})", "",
             "Plateau check (mean over seeds):", ""] + _curve_table(groups)
@@ -274,10 +209,8 @@ def write(groups, args, out, pretrained: str):
               "Step 0 = the forward pass of the first step (initial parameters); drift = "
               "||θ_end − θ_0|| / ||θ_0|| of each side-branch parameter; Δalpha = alpha of the "
               "final minus the initial state at every position of the first 16 evaluation "
-              "images.", ""] + alpha_table(rows)
+              "images.", ""] + report.alpha_table(rows)
   _plots(groups, out)
   if _alpha_figure(groups, out):
     lines += ["", f"![alpha maps]({os.path.basename(out).replace('.md', '_alpha.png')})"]
-  lines += ["", preserved_analysis(out)]
-  with open(out, "w") as f:
-    f.write("\n".join(lines))
+  report.write(out, lines)

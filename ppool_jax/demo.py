@@ -74,14 +74,13 @@ def save_picture(cfg, state, eval_source, path: str, n: int = 4) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from ppool_jax.data import normalize
   from ppool_jax.labels import IGNORE
   from ppool_jax.train import model_from_config
-  from ppool_jax.train.inputs import augment_config
+  from ppool_jax.train.inputs import eval_images
   from ppool_jax.train.loop import predict_with_alpha
   examples = [eval_source[i] for i in range(n)]
-  images = np.stack([normalize(e["image"], augment_config(cfg)) for e in examples])
-  logits, alphas = predict_with_alpha(model_from_config(cfg), state, images)
+  logits, alphas = predict_with_alpha(model_from_config(cfg), state,
+                                      eval_images(cfg, n, eval_source))
   preds = np.asarray(jnp.argmax(logits, -1))
   cols = 3 + len(alphas)
   fig, axes = plt.subplots(n, cols, figsize=(2.0 * cols, 2.0 * n), squeeze=False)

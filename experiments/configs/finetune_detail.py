@@ -95,7 +95,7 @@ def get_config():
   c.eval_every = 100                           # the evaluation curve (plateau check)
   c.checkpoint_every = STEPS
   c.keep_checkpoints = 1
-  c.model.pretrained = ""                      # set by experiments/run_detail.py
+  c.model.pretrained = ""                      # set by the run_finetune_* scripts
   c.model.pool_options = ml_collections.ConfigDict({
       "p": {"clip_max": 35.0},                                   # [paper] C = 35
       "p_fixed": {"learn": False, "per": "layer", "clip_max": None}})  # [ours] fixed alpha

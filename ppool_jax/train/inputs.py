@@ -6,9 +6,11 @@ import os
 import time
 
 import ml_collections
+import numpy as np
 from absl import logging
 
-from ppool_jax.data import AugmentConfig, FolderSource, SyntheticSource, TrainLoader, custom
+from ppool_jax.data import (AugmentConfig, FolderSource, SyntheticSource, TrainLoader, custom,
+                            normalize)
 from ppool_jax.data.check import check_labels, raise_for
 from ppool_jax.data.folders import DATASETS, DatasetSpec, get_spec
 from ppool_jax.data.synthetic import SYNTHETIC_NAMES, synthetic_spec
@@ -89,6 +91,17 @@ def augment_config(cfg: ml_collections.ConfigDict) -> AugmentConfig:
   return AugmentConfig(crop_size=(d.crop_size, d.crop_size), scale_range=tuple(d.scale_range),
                        preprocessing=d.get("preprocessing", "imagenet"),
                        flip=d.flip)
+
+
+def eval_images(cfg: ml_collections.ConfigDict, n: int, eval_source=None) -> np.ndarray:
+  """The first ``n`` images of the evaluation set (``eval_source``, default the config's) as
+  the network sees them (:func:`augment_config`'s normalisation), stacked: ``(B, H, W, 3)``,
+  ``B = min(n, len(eval_source))``; images of one size."""
+  if eval_source is None:
+    _, eval_source = sources(cfg)
+  aug = augment_config(cfg)
+  return np.stack([normalize(eval_source[i]["image"], aug)
+                   for i in range(min(n, len(eval_source)))])
 
 
 def _check_root(d) -> None:
