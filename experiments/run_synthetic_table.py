@@ -21,7 +21,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 METHODS = {  # label -> pooling setting of the 4-stage net
-    "max": "max", "avg": "avg", "Strided-C": "stride_in_conv", "All-C": "strided_conv",
+    "max": "max", "avg": "avg", "Strided-C": "strided_c", "All-C": "all_c",
     "gated": "gated", "DPP": "dpp", "SoftPool": "soft", "P-pooling": "p",
 }
 # Paper Table 1, VGG16 column (mIoU on the real validation sets), for reference only.
