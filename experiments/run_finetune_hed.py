@@ -36,8 +36,8 @@ from experiments import finetune_report, report, runner
 from experiments.configs import finetune_detail
 
 METHODS = {"max": "max,max,max,max,max", "P": "p,p,p,p,p",
-           "max, pool5 removed": "max,max,max,max,stride_in_conv",
-           "P, pool5 removed": "p,p,p,p,stride_in_conv"}
+           "max, pool5 removed": "max,max,max,max,strided_c",
+           "P, pool5 removed": "p,p,p,p,strided_c"}
 HEAD_KEYS = ("miou", "detail_miou", "boundary_f", "boundary_band_miou")
 
 

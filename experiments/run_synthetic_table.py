@@ -22,7 +22,7 @@ import numpy as np
 from experiments import report, runner
 
 METHODS = {  # label -> pooling setting of the 4-stage net
-    "max": "max", "avg": "avg", "Strided-C": "stride_in_conv", "All-C": "strided_conv",
+    "max": "max", "avg": "avg", "Strided-C": "strided_c", "All-C": "all_c",
     "gated": "gated", "DPP": "dpp", "SoftPool": "soft", "P-pooling": "p",
 }
 # Paper Table 1, VGG16 column (mIoU on the real validation sets), for reference only.

@@ -12,9 +12,9 @@ Shapes. The batch ``b`` is always symbolic: the model runs on each image alone (
 an image's logits never depend on the other images of the batch (they would for a side branch
 with ``input_norm="rms"``, which normalises by the batch's RMS). The image size ``h, w`` is
 symbolic when the model can be traced so: poolings ``max``, ``avg``, ``mixed`` and
-``stride_in_conv`` (any size works, odd included). P-pooling and the other poolings built on
+``strided_c`` (any size works, odd included). P-pooling and the other poolings built on
 :mod:`ppool_jax.ops.windows` compute their window geometry (padding, validity masks) from
-concrete sizes, and ``strided_conv``'s SAME padding needs them too, so those models are exported
+concrete sizes, and ``all_c``'s SAME padding needs them too, so those models are exported
 at fixed sizes: those of ``--shape`` (one artifact per size), else the training crop; the
 sidecar says which, and why.
 

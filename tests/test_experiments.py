@@ -50,7 +50,7 @@ def test_finetune_recipe_is_the_papers():
   # Every method keeps three strided poolings and none after the last stage.
   for m in finetune_detail.METHODS:
     stages = finetune_detail.method_config(m, 1).model.pooling.split(",")
-    assert len(stages) == 4 and stages[3] == "stride_in_conv"
+    assert len(stages) == 4 and stages[3] == "strided_c"
   fixed = finetune_detail.method_config("fixed alpha 2", 1).model.pool_options.p_fixed
   assert (fixed.init_alpha, fixed.learn, fixed.per) == (2.0, False, "layer")
   assert finetune_detail.method_config("P (bias 5)", 1).model.pool_options.p.bias_init == 5.0
@@ -147,7 +147,7 @@ def test_hed_head_warmup_is_what_the_finetune_starts_from(tmp_path):
   cfg.model.pretrained = hed_dir  # without the warm-up: a random classifier
   random_head = init_state(cfg, model_from_config(cfg), make_optimizer(cfg), (32, 32, 3)).params
   assert not np.allclose(random_head["classifier"]["kernel"], classifiers["max"])
-  assert hed.config("P, pool5 removed", 2, 32, 1, "").model.pooling == "p,p,p,p,stride_in_conv"
+  assert hed.config("P, pool5 removed", 2, 32, 1, "").model.pooling == "p,p,p,p,strided_c"
 
 
 def test_zero_classifier_starts_at_log_k():

@@ -118,8 +118,8 @@ def test_p_pooling_is_exported_at_fixed_sizes(runs, exported):
     art.call(_images(1, h + 1, w))
 
 
-@pytest.mark.parametrize("pooling,symbolic", [("avg", True), ("stride_in_conv", True),
-                                              ("strided_conv", False)])
+@pytest.mark.parametrize("pooling,symbolic", [("avg", True), ("strided_c", True),
+                                              ("all_c", False)])
 def test_symbolic_size_where_the_model_allows(pooling, symbolic):
   """No run needed: the tiny model of each pooling, exported for cpu only."""
   cfg = _cfg(pooling)

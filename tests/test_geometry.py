@@ -31,8 +31,8 @@ LAYERS = {
     "fcn8s": [P2, P2, P2, P2, P2],  # the stride-32 scores dominate (skips are scaled down)
     "resnet50_seg": [P2, POOL1, P2, P2, P2],
     "deeplabv3": [P2, POOL1, P2, P2, POOL5],
-    "vgg16_seg:stride_in_conv": [CONV_S2] * 4,
-    "resnet50_seg:stride_in_conv": [("conv", 7, 2, 3), POOL1, CONV_S2, CONV_S2, CONV_S2],
+    "vgg16_seg:strided_c": [CONV_S2] * 4,
+    "resnet50_seg:strided_c": [("conv", 7, 2, 3), POOL1, CONV_S2, CONV_S2, CONV_S2],
 }
 
 
@@ -78,8 +78,8 @@ def _identity(variables):
 
 CASES = [(m, s) for m in ("vgg16_seg", "resnet50_seg") for s in
          [(320, 320), (321, 321), (513, 513), (375, 500)]]
-CASES += [(m, s) for m in ("deeplab_largefov", "fcn8s", "deeplabv3", "vgg16_seg:stride_in_conv",
-                           "resnet50_seg:stride_in_conv") for s in [(321, 321), (375, 500)]]
+CASES += [(m, s) for m in ("deeplab_largefov", "fcn8s", "deeplabv3", "vgg16_seg:strided_c",
+                           "resnet50_seg:strided_c") for s in [(321, 321), (375, 500)]]
 
 
 @pytest.mark.parametrize("name,size", CASES)

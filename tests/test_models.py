@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 
 import chex
 import jax
@@ -20,7 +21,8 @@ from ppool_jax import convert
 from ppool_jax.models import (MODELS, OUTPUT_STRIDES, DeepLabLargeFOV, DeepLabV3, FCN8s,
                               ResNet50Backbone, ResNet50Seg,
                               VGG16Backbone, VGG16Seg, build_model, count_params)
-from ppool_jax.nn import POOLINGS
+from ppool_jax.models.common import stage_poolings
+from ppool_jax.nn import DEPRECATED_POOLING_NAMES, POOLINGS, STRIDED_C, make_pool
 
 TINY = 0.0625  # width multiplier: 4-channel VGG stages keep CI fast
 
@@ -48,7 +50,7 @@ class ShapesTest(parameterized.TestCase):
              (VGG16Backbone(width=TINY), 8, lambda y: y["pool3"]),
              (ResNet50Backbone(width=TINY), 32, lambda y: y["out"]),
              (ResNet50Backbone(width=TINY, output_stride=16), 16, lambda y: y["out"]),
-             (ResNet50Backbone(width=TINY, pooling="stride_in_conv"), 32, lambda y: y["out"])]
+             (ResNet50Backbone(width=TINY, pooling="strided_c"), 32, lambda y: y["out"])]
     for module, stride, pick in cases:
       v = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))
       out = pick(jax.eval_shape(lambda v: module.apply(v, x), v))
@@ -90,7 +92,7 @@ class ShapesTest(parameterized.TestCase):
       build_model("unet", 3)
 
 
-_ALL_POOLINGS = sorted(POOLINGS) + ["stride_in_conv"]
+_ALL_POOLINGS = sorted(POOLINGS) + ["strided_c"]
 # ResNet-50-seg's 4 pooling slots: three mixes that put every pooling into the model at least
 # once and each into more than one slot position (a whole compile per pooling, as VGG16-seg
 # gets below, took 8 CPU-minutes of the suite for what the mixes also check).
@@ -253,8 +255,8 @@ class ConverterTest(parameterized.TestCase):
     sd = torchvision_resnet50_state_dict(np.random.default_rng(1))
     converted = convert.convert_state_dict("resnet50", sd)
     x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
-    # "stride_in_conv" everywhere is the vanilla torchvision network.
-    ours = ResNet50Backbone(pooling="stride_in_conv").apply(converted, x)["out"]
+    # "strided_c" everywhere is the vanilla torchvision network.
+    ours = ResNet50Backbone(pooling="strided_c").apply(converted, x)["out"]
     ref = reference_resnet50_features(sd, x)
     np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * float(jnp.abs(ref).max()))
     # Into a P-pooling ResNet50Seg: backbone convs replaced, side branches kept.
@@ -347,6 +349,108 @@ class ConverterTest(parameterized.TestCase):
     torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
     loaded = convert.load_state_dict(path)
     np.testing.assert_array_equal(loaded["features.0.weight"], sd["features.0.weight"])
+
+
+# -- pooling names (issue #21 item 5) --------------------------------------------------------
+
+def _variables_and_logits(model, x):
+  variables = _init(model, x)
+  return variables, model.apply(variables, x)
+
+
+@pytest.mark.parametrize("model,old,new", [
+    ("vgg16_seg", "stride_in_conv", "strided_c"),
+    ("vgg16_seg", "strided_conv", "all_c"),
+    ("resnet50_seg", "stride_in_conv", "strided_c"),
+    ("vgg16_seg", "max,strided_conv,max,stride_in_conv,max", "max,all_c,max,strided_c,max"),
+    ("resnet50_seg", ("stride_in_conv", "p", "strided_conv", "max"),
+     ("strided_c", "p", "all_c", "max"))])
+def test_old_pooling_names_build_the_same_model_with_a_deprecation_warning(model, old, new):
+  """A deprecated name (alone, per stage, in a config's comma list) is its new name: the same
+  parameter tree (paths, shapes, initial values: checkpoints load under either name) and the
+  same logits, with a DeprecationWarning naming both names."""
+  x = jax.random.uniform(jax.random.PRNGKey(5), (1, 32, 32, 3))
+  split = lambda p: tuple(p.split(",")) if isinstance(p, str) and "," in p else p
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")                   # the new names warn about nothing
+    v_new, y_new = _variables_and_logits(build_model(model, 3, width=TINY, pooling=split(new)),
+                                         x)
+  with pytest.warns(DeprecationWarning) as record:
+    v_old, y_old = _variables_and_logits(build_model(model, 3, width=TINY, pooling=split(old)),
+                                         x)
+  messages = {str(w.message) for w in record if issubclass(w.category, DeprecationWarning)}
+  for o, n in DEPRECATED_POOLING_NAMES.items():
+    if o in str(old):
+      assert any(f"{o!r}" in m and f"{n!r}" in m for m in messages), messages
+  assert jax.tree_util.tree_structure(v_old) == jax.tree_util.tree_structure(v_new)
+  chex.assert_trees_all_equal(v_old, v_new)
+  np.testing.assert_array_equal(y_old, y_new)
+
+
+def test_old_names_in_make_pool_pool_options_and_the_constant():
+  x = jax.random.uniform(jax.random.PRNGKey(6), (1, 8, 8, 4))
+  with pytest.warns(DeprecationWarning, match="'strided_conv' is deprecated, use 'all_c'"):
+    old = make_pool("strided_conv", (2, 2), (2, 2))
+  new = make_pool("all_c", (2, 2), (2, 2))
+  assert type(old) is type(new)
+  chex.assert_trees_all_equal(old.init(jax.random.PRNGKey(0), x), new.init(jax.random.PRNGKey(0), x))
+  # pool_options keyed by the old name reach the layers (no bias: a different parameter tree).
+  tree = lambda opts: jax.tree_util.tree_structure(jax.eval_shape(lambda: _init(
+      VGG16Seg(num_classes=3, pooling="all_c", width=TINY, pool_options=opts),
+      jnp.zeros((1, 32, 32, 3)))))
+  with pytest.warns(DeprecationWarning, match="'strided_conv'.*'all_c'"):
+    old_opts = tree({"strided_conv": {"use_bias": False}})
+  assert old_opts == tree({"all_c": {"use_bias": False}}) != tree(None)
+  with pytest.raises(ValueError, match="both 'strided_conv' and 'all_c'"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    tree({"strided_conv": {}, "all_c": {}})
+  with pytest.warns(DeprecationWarning, match="STRIDE_IN_CONV is deprecated, use STRIDED_C"):
+    from ppool_jax.models import STRIDE_IN_CONV
+  assert STRIDE_IN_CONV == STRIDED_C == "strided_c"
+
+
+def test_unknown_pooling_error_lists_the_canonical_names():
+  with pytest.raises(ValueError) as e:
+    stage_poolings("maxx", 5, "VGG16Backbone")
+  listed = str(e.value).split("choose from ")[1].rstrip(".").split(", ")
+  assert listed == sorted([*POOLINGS, "strided_c"]) and "all_c" in listed
+  with pytest.raises(ValueError, match="registered: all_c, avg, dpp") as e:
+    make_pool("maxx")
+  assert "stride_in_conv" not in str(e.value) and "strided_conv" not in str(e.value)
+  with pytest.raises(ValueError, match="'strided_c' is a model-level setting"):
+    make_pool("strided_c")
+
+
+# -- OUTPUT_STRIDES (issue #21 item 5) -------------------------------------------------------
+
+def _feature_sizes(model, size: int) -> dict:
+  """``{module path: spatial side}`` of every module output of ``model`` on a ``size``-square
+  image (traced only: ``jax.eval_shape``)."""
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: _init(model, x), x)
+  _, state = jax.eval_shape(lambda v, x: model.apply(
+      v, x, capture_intermediates=True, mutable=["intermediates"]), variables, x)
+  leaves = jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
+  return {jax.tree_util.keystr(p): a.shape[1] for p, a in leaves if len(a.shape) == 4}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_output_stride_is_the_deepest_downsampling(name):
+  """OUTPUT_STRIDES[name] is the stride of the model's deepest features, measured from the
+  model: every output that scales with the image (the ASPP's 1x1 image pooling does not) has
+  stride image / side; at an image a multiple of the output stride every feature map covers
+  it exactly (side * stride == image, no rounding) and the logits are at the image size."""
+  model = build_model(name, num_classes=3, width=TINY)
+  small, large = _feature_sizes(model, 64), _feature_sizes(model, 128)  # multiples of 32
+  strides = {k: 64 // small[k] for k in small if large[k] == 2 * small[k]}
+  assert max(strides.values()) == OUTPUT_STRIDES[name], strides
+  size = 3 * OUTPUT_STRIDES[name]
+  sides = _feature_sizes(model, size)
+  assert {k: sides[k] * s for k, s in strides.items()} == {k: size for k in strides}
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  logits = jax.eval_shape(lambda v, x: model.apply(v, x), jax.eval_shape(
+      lambda x: _init(model, x), x), x)
+  assert logits.shape == (1, size, size, 3)
 
 
 if __name__ == "__main__":

@@ -104,9 +104,9 @@ class BaselinesTest(parameterized.TestCase):
     np.testing.assert_allclose(state["intermediates"]["alpha"][0], a, rtol=1e-6)
 
   @parameterized.parameters(*WINDOWS)
-  def test_strided_conv_is_a_correlation(self, window, strides, padding):
+  def test_all_c_is_a_correlation(self, window, strides, padding):
     x = _x(lo=-1.0)
-    module = make_pool("strided_conv", window, strides, padding)
+    module = make_pool("all_c", window, strides, padding)
     y, variables, _ = _init_apply(module, x)
     kernel = np.asarray(variables["params"]["conv"]["kernel"], np.float64)  # (kh, kw, C, C)
     bias = np.asarray(variables["params"]["conv"]["bias"], np.float64)
@@ -126,7 +126,7 @@ class BaselinesTest(parameterized.TestCase):
     # All-C (Springenberg et al. 2015): the replacing conv is followed by a ReLU.
     self.assertLess(ref.min(), -1e-3)
     np.testing.assert_allclose(y, np.maximum(ref, 0.0), rtol=1e-4, atol=1e-5)
-    linear = make_pool("strided_conv", window, strides, padding, activation=False)
+    linear = make_pool("all_c", window, strides, padding, activation=False)
     np.testing.assert_allclose(linear.apply(variables, x), ref, rtol=1e-4, atol=1e-5)
 
 
@@ -221,7 +221,7 @@ class RegistryTest(parameterized.TestCase):
     self.assertGreater(float(jnp.abs(gx).max()), 0.0)
 
   def test_unknown_name_lists_registered(self):
-    with self.assertRaisesRegex(ValueError, "registered: avg, dpp"):
+    with self.assertRaisesRegex(ValueError, "registered: all_c, avg, dpp"):
       make_pool("maxx")
 
   def test_bad_windows_raise(self):

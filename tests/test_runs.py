@@ -14,7 +14,8 @@ import tiny_config
 from ppool_jax.train import IncompatibleRunError, load_run, model_from_config, train
 from ppool_jax.train import inputs, loop
 from ppool_jax.train.loop import predict_with_alpha
-from ppool_jax.train.runs import RUN_RECORD, config_from_json, read_record, record_run
+from ppool_jax.train.runs import (RUN_RECORD, check_compatible, config_from_json, config_to_json,
+                                  read_record, record_run)
 
 
 def _cfg():
@@ -143,3 +144,20 @@ def test_old_runs_resume_as_before_and_are_recorded(run, tmp_path):
   shutil.rmtree(os.path.join(workdir, "checkpoints"))  # nothing trained yet: a fresh start
   record_run(workdir, _cfg(), inputs.class_names(cfg))
   assert read_record(workdir)["config"]["model"]["pooling"] == "p"
+
+
+def test_a_run_recorded_under_old_pooling_names_resumes_under_the_new_ones(tmp_path):
+  """Issue #21 item 5: the renamed poolings are the same models (the names are not in the
+  parameter tree), so a record with ``stride_in_conv``/``strided_conv`` (also as
+  ``pool_options`` keys) is compatible with ``strided_c``/``all_c``; other changes are not."""
+  old, new = _cfg(), _cfg()
+  old.model.pooling, new.model.pooling = "p,stride_in_conv,strided_conv", "p,strided_c,all_c"
+  old.model.pool_options.strided_conv = {"activation": False}
+  new.model.pool_options.all_c = {"activation": False}
+  stored = config_to_json(old)
+  check_compatible(str(tmp_path), stored, new)
+  check_compatible(str(tmp_path), stored, old)
+  new.model.pooling = "p,strided_c,max"
+  with pytest.raises(IncompatibleRunError, match="model.pooling 'p,strided_c,all_c' -> "
+                                                 "'p,strided_c,max'"):
+    check_compatible(str(tmp_path), stored, new)

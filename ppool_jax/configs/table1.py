@@ -20,10 +20,10 @@ DATASETS = {  # train split, eval split, crop size ([ours]: the paper does not g
 # The paper's Strided-C moves a pooling's stride into the preceding conv; All-C replaces
 # the pooling by a newly initialised strided conv. For ResNet both are the vanilla network.
 METHODS = {
-    "vgg16": {"max": "max", "avg": "avg", "strided_c": "stride_in_conv", "all_c": "strided_conv",
+    "vgg16": {"max": "max", "avg": "avg", "strided_c": "strided_c", "all_c": "all_c",
               "gated": "gated", "dpp": "dpp", "p": "p"},
-    "resnet50": {"max": "max", "avg": "avg", "strided_c": "stride_in_conv",
-                 "all_c": "stride_in_conv", "gated": "gated", "dpp": "dpp", "p": "p"},
+    "resnet50": {"max": "max", "avg": "avg", "strided_c": "strided_c",
+                 "all_c": "strided_c", "gated": "gated", "dpp": "dpp", "p": "p"},
 }
 MODELS = {"vgg16": "vgg16_seg", "resnet50": "resnet50_seg"}
 

@@ -1,8 +1,10 @@
 """Segmentation models of the paper with per-stage swappable pooling."""
 
-from ppool_jax.models.common import STRIDE_IN_CONV, count_params, stage_poolings
+from ppool_jax.models import common as _common
+from ppool_jax.models.common import count_params, stage_poolings
 from ppool_jax.models.resnet import ASPP, DeepLabV3, ResNet50Backbone, ResNet50Seg
 from ppool_jax.models.vgg import DeepLabLargeFOV, FCN8s, VGG16Backbone, VGG16Seg
+from ppool_jax.nn import STRIDED_C
 
 MODELS = {
     "vgg16_seg": VGG16Seg,
@@ -11,8 +13,11 @@ MODELS = {
     "fcn8s": FCN8s,
     "deeplabv3": DeepLabV3,
 }
-# Output stride of each model's backbone (its logits are upsampled to the input size).
-OUTPUT_STRIDES = {"vgg16_seg": 16, "resnet50_seg": 32, "deeplab_largefov": 16, "fcn8s": 8,
+# Each model's total downsampling, that of its deepest features (FCN-8s: fc7/score_fr at 32,
+# the pool4/pool3 skips fuse on the way back up): an input whose sides are multiples of it
+# puts every feature cell on whole input pixels at every depth. Logits are resampled to the
+# input size for any size.
+OUTPUT_STRIDES = {"vgg16_seg": 16, "resnet50_seg": 32, "deeplab_largefov": 16, "fcn8s": 32,
                   "deeplabv3": 16}
 NUM_POOLING_STAGES = {"vgg16_seg": 5, "resnet50_seg": 4, "deeplab_largefov": 5, "fcn8s": 5,
                       "deeplabv3": 4}
@@ -35,6 +40,12 @@ def build_model(name: str, num_classes: int, **kwargs):
   return MODELS[name](num_classes=num_classes, **kwargs)
 
 
+def __getattr__(name: str):
+  if name == "STRIDE_IN_CONV":  # deprecated alias of STRIDED_C, with a DeprecationWarning
+    return getattr(_common, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = ["ASPP", "DeepLabLargeFOV", "DeepLabV3", "FCN8s", "MODELS", "NUM_POOLING_STAGES",
-           "OUTPUT_STRIDES", "ResNet50Backbone", "ResNet50Seg", "STRIDE_IN_CONV", "VGG16Backbone",
+           "OUTPUT_STRIDES", "ResNet50Backbone", "ResNet50Seg", "STRIDED_C", "VGG16Backbone",
            "VGG16Seg", "build_model", "count_params", "head_modules", "stage_poolings"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
@@ -25,34 +26,42 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ppool_jax.nn import POOLINGS, make_pool
+from ppool_jax.nn import (POOLINGS, STRIDED_C, canonical_pool_options, canonical_pooling,
+                          make_pool, pooling_names)
 from ppool_jax.ops import compute_dtype
-
-# The paper's Strided-C (Springenberg et al.): no pooling layer, the preceding conv
-# takes the stride. A model-level setting, not a pooling module.
-STRIDE_IN_CONV = "stride_in_conv"
 
 PoolingSpec = Union[str, Sequence[str]]
 
 
+def __getattr__(name: str):
+  if name == "STRIDE_IN_CONV":  # the old name of STRIDED_C (issue #21 item 5)
+    warnings.warn("STRIDE_IN_CONV is deprecated, use STRIDED_C (the old name will be removed in "
+                  "a later release).", DeprecationWarning, stacklevel=2)
+    return STRIDED_C
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def stage_poolings(pooling: PoolingSpec, num_stages: int, model: str) -> tuple[str, ...]:
-  """Expands ``"p"`` or ``("p", "max", ...)`` to one valid name per pooling stage."""
+  """Expands ``"p"`` or ``("p", "max", ...)`` to one valid canonical name per pooling stage
+  (deprecated names are renamed with a ``DeprecationWarning``: ``canonical_pooling``)."""
   names = (pooling,) * num_stages if isinstance(pooling, str) else tuple(pooling)
   if len(names) != num_stages:
     raise ValueError(f"{model}: pooling needs {num_stages} entries (one per stage), got "
                      f"{len(names)}: {names}.")
+  names = tuple(canonical_pooling(n) for n in names)
   for n in names:
-    if n not in POOLINGS and n != STRIDE_IN_CONV:
+    if n not in POOLINGS and n != STRIDED_C:
       raise ValueError(f"{model}: unknown pooling {n!r}; choose from "
-                       f"{', '.join(sorted(POOLINGS) + [STRIDE_IN_CONV])}.")
+                       f"{', '.join(pooling_names())}.")
   return names
 
 
 def pool_layer(name: str, window: Sequence[int], strides: Sequence[int], padding: Any,
                options: Mapping[str, Mapping[str, Any]] | None, layer_name: str, dtype=None):
-  """A registry pooling module; ``options[name]`` holds per-method keyword arguments;
-  ``dtype`` is the computation dtype of the poolings that hold convolutions."""
-  kwargs = dict((options or {}).get(name, {}))
+  """A registry pooling module; ``options[name]`` holds per-method keyword arguments (keys
+  may be deprecated names); ``dtype`` is the computation dtype of the poolings that hold
+  convolutions."""
+  kwargs = dict((canonical_pool_options(options) or {}).get(canonical_pooling(name), {}))
   if dtype is not None:
     kwargs.setdefault("dtype", dtype)
   return make_pool(name, window, strides, padding, name=layer_name, **kwargs)

@@ -4,7 +4,7 @@ Layers follow torchvision's ``resnet50`` (v1.5: stride on the 3x3 conv; 23.51M p
 without ``fc``) so ImageNet weights convert one to one. Following the paper (§4.1), the
 strides of conv1, res3a, res4a and res5a are removed and four swappable pooling layers
 are inserted after conv1, res2c, res3d and res4f (output stride 32); ``pool1`` (3x3
-max, stride 2) stays. Naming a stage ``"stride_in_conv"`` keeps the original strided
+max, stride 2) stays. Naming a stage ``"strided_c"`` keeps the original strided
 conv instead (the vanilla network, the paper's Strided-C/All-C for ResNet).
 """
 
@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ppool_jax.models.common import (PIXELS, STRIDE_IN_CONV, PoolingSpec, channels, pool_layer,
+from ppool_jax.models.common import (PIXELS, STRIDED_C, PoolingSpec, channels, pool_layer,
                                      resample, stage_poolings)
 
 RESNET50_LAYERS = ((64, 3), (128, 4), (256, 6), (512, 3))
@@ -101,12 +101,12 @@ class ResNet50Backbone(nn.Module):
       return pool_layer(pools[i], window, (stride, stride), "SAME", self.pool_options,
                         f"pool_stage{i + 1}", dtype=self.dtype)(x), grid
 
-    conv1_stride = 2 if pools[0] == STRIDE_IN_CONV else 1
+    conv1_stride = 2 if pools[0] == STRIDED_C else 1
     grid = grid.after(x.shape[1:3], 7, conv1_stride, [(3, 3)] * 2)
     x = conv(channels(64, self.width), (7, 7), strides=conv1_stride, padding=[(3, 3)] * 2,
                 use_bias=False, name="conv1")(x)
     x = nn.relu(bn("bn1")(x))
-    if pools[0] != STRIDE_IN_CONV:
+    if pools[0] != STRIDED_C:
       x, grid = pool(0, x, grid)
     grid = grid.after(x.shape[1:3], 3, 2, ((1, 1), (1, 1)))
     x = nn.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1)))  # pool1, unchanged
@@ -116,7 +116,7 @@ class ResNet50Backbone(nn.Module):
       dilation = 2 if (li == 4 and self.output_stride == 16) else 1
       for bi in range(blocks):
         stride = 1
-        if bi == 0 and li > 1 and pools[li - 1] == STRIDE_IN_CONV:
+        if bi == 0 and li > 1 and pools[li - 1] == STRIDED_C:
           stride = 1 if dilation > 1 else 2
         block_dilation = dilation if bi > 0 or li < 4 else 1
         # The 3x3 conv (padding = dilation) and the 1x1 shortcut are both centred.
@@ -126,7 +126,7 @@ class ResNet50Backbone(nn.Module):
                        frozen_bn=self.frozen_bn, bn_axis_name=self.bn_axis_name,
                        dtype=self.dtype, name=f"layer{li}_{bi}")(x, train)
         in_ch = planes * 4
-      if li < 4 and pools[li] != STRIDE_IN_CONV:
+      if li < 4 and pools[li] != STRIDED_C:
         x, grid = pool(li, x, grid)  # after res2c, res3d, res4f
     return {"out": x, "grid": grid}
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import flax.linen as nn
 
-from ppool_jax.models.common import (PIXELS, STRIDE_IN_CONV, PoolingSpec, channels, pool_layer,
+from ppool_jax.models.common import (PIXELS, STRIDED_C, PoolingSpec, channels, pool_layer,
                                      resample, stage_poolings)
 
 PAD1 = ((1, 1), (1, 1))  # 3x3 convs: Caffe's and torchvision's padding 1 (also when strided)
@@ -25,7 +25,7 @@ class VGG16Backbone(nn.Module):
   """VGG16 conv layers (or any VGG-style ``blocks``) with swappable pooling.
 
   Attributes:
-    pooling: one registry name for all poolings, or one per stage; ``"stride_in_conv"``
+    pooling: one registry name for all poolings, or one per stage; ``"strided_c"``
       drops that pooling and gives its stride to the stage's last conv (paper's Strided-C).
     pool_options: per-method keyword arguments, e.g. ``{"p": {"clip_max": 35.0}}``.
     output_stride: ``2**(n-1)`` (paper's VGG16-seg, 16: the last pooling is 3x3 stride 1)
@@ -60,12 +60,12 @@ class VGG16Backbone(nn.Module):
       last_stage_stride1 = b == n and self.output_stride == 2 ** (n - 1)
       stride = 1 if last_stage_stride1 else 2
       for j, c in enumerate(block, start=1):
-        conv_stride = stride if (pool_name == STRIDE_IN_CONV and j == len(block)) else 1
+        conv_stride = stride if (pool_name == STRIDED_C and j == len(block)) else 1
         grid = grid.after(x.shape[1:3], 3, conv_stride, PAD1)
         x = conv(channels(c, self.width), (3, 3), strides=conv_stride, padding=PAD1,
                     name=f"conv{b}_{j}")(x)
         x = nn.relu(x)
-      if pool_name != STRIDE_IN_CONV:
+      if pool_name != STRIDED_C:
         window = (3, 3) if last_stage_stride1 else (2, 2)
         grid = grid.after(x.shape[1:3], window[0], stride, "SAME")
         x = pool_layer(pool_name, window, (stride, stride), "SAME", self.pool_options,

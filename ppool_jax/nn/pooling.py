@@ -3,12 +3,20 @@
 Every module has the same construction fields ``(window_shape, strides, padding)``
 and call signature ``module(x) -> pooled``, channels-last ``(*batch, *spatial, C)``
 as in ``flax.linen.pooling``; :func:`make_pool` builds any of them by name.
+
+Names. ``POOLINGS`` holds the canonical registry names; the model-level ``STRIDED_C``
+(``"strided_c"``, no pooling module) completes the names a model's ``pooling`` takes.
+``DEPRECATED_POOLING_NAMES`` is the one table of the old names of ``"strided_c"`` and
+``"all_c"``, still accepted with a ``DeprecationWarning`` (issue #21 item 5). The names never
+reach parameter paths (a model names its pooling layers ``pool<i>`` / ``pool_stage<i>``), so
+checkpoints load under either name.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -170,8 +178,8 @@ class StridedConvPool(_Pool):
 
   The paper's *All-C* (Springenberg et al. 2015): every pooling layer becomes a learned
   strided conv, and in their All-CNN every conv, the replacing ones included, is followed
-  by a ReLU. (The paper's *Strided-C*, moving the stride into the preceding conv and
-  dropping the pooling, is a model-level setting: ``pooling="stride_in_conv"``.)
+  by a ReLU. Registered as ``"all_c"``. (The paper's *Strided-C*, moving the stride into the
+  preceding conv and dropping the pooling, is a model-level setting: ``pooling="strided_c"``.)
   """
   use_bias: bool = True
   activation: bool = True
@@ -283,7 +291,7 @@ POOLINGS: dict[str, Callable[..., _Pool]] = {
     "avg": AvgPool,
     "p": PPool,
     "p_fixed": PFixedPool,
-    "strided_conv": StridedConvPool,
+    "all_c": StridedConvPool,
     "lp": LpPool,
     "gated": GatedPool,
     "mixed": MixedPool,
@@ -292,16 +300,71 @@ POOLINGS: dict[str, Callable[..., _Pool]] = {
 }
 
 
+# The paper's Strided-C (Springenberg et al. 2015): no pooling layer, the preceding conv takes
+# the stride. A model-level name (``VGG16Backbone``, ``ResNet50Backbone``), not a module.
+STRIDED_C = "strided_c"
+
+# The one place old pooling names map to the canonical ones: accepted wherever a pooling name
+# is (``make_pool``, a model's ``pooling``, ``pool_options`` keys, configs), with a
+# DeprecationWarning. To be removed in a later release.
+DEPRECATED_POOLING_NAMES = {"stride_in_conv": STRIDED_C, "strided_conv": "all_c"}
+
+
+def pooling_names() -> list[str]:
+  """Every canonical name a model's ``pooling`` takes: the registry's and ``STRIDED_C``."""
+  return sorted([*POOLINGS, STRIDED_C])
+
+
+def canonical_pooling(name: str, warn: bool = True) -> str:
+  """``name``, or the canonical name of a deprecated one (``DEPRECATED_POOLING_NAMES``), with a
+  ``DeprecationWarning`` naming both unless ``warn=False``. Unknown names pass through."""
+  new = DEPRECATED_POOLING_NAMES.get(name) if isinstance(name, str) else None
+  if new is None:
+    return name
+  if warn:
+    warnings.warn(f"pooling name {name!r} is deprecated, use {new!r} (the old name will be "
+                  "removed in a later release).", DeprecationWarning, stacklevel=3)
+  return new
+
+
+def canonical_pool_options(options: Mapping[str, Any] | None, warn: bool = True
+                           ) -> dict[str, Any] | None:
+  """``pool_options`` with deprecated keys renamed (:func:`canonical_pooling`); an old and a
+  new key for the same method together are an error."""
+  if options is None:
+    return None
+  out: dict[str, Any] = {}
+  for key, value in options.items():
+    new = canonical_pooling(key, warn)
+    if new in out:
+      old = [k for k in options if canonical_pooling(k, warn=False) == new]
+      raise ValueError(f"pool_options has both {old[0]!r} and {old[1]!r}, names of the same "
+                       f"pooling; keep only {new!r}.")
+    out[new] = value
+  return out
+
+
+def canonical_pooling_spec(spec: str, warn: bool = True) -> str:
+  """A config's ``model.pooling`` string (one name or comma-separated, one per stage) with
+  deprecated names replaced."""
+  return ",".join(canonical_pooling(n, warn) for n in spec.split(","))
+
+
 def make_pool(name: str, /, window_shape: Sequence[int] = (2, 2), strides: Sequence[int] | None = None,
               padding: Padding = "VALID", **kwargs: Any) -> _Pool:
   """Builds the pooling module registered as ``name`` (see ``POOLINGS``).
 
   ``kwargs`` are the module's own options (e.g. ``clip_max`` for ``"p"``, ``ratio`` for
-  ``"mixed"``) and flax's ``name=`` for the submodule. Unknown pooling names raise a
-  ``ValueError`` listing the registered ones.
+  ``"mixed"``) and flax's ``name=`` for the submodule. A deprecated name
+  (``DEPRECATED_POOLING_NAMES``) builds its canonical one with a ``DeprecationWarning``;
+  unknown pooling names raise a ``ValueError`` listing the registered ones.
   """
+  name = canonical_pooling(name)
   if name not in POOLINGS:
-    raise ValueError(f"unknown pooling {name!r}; registered: {', '.join(sorted(POOLINGS))}.")
+    hint = (f" ({STRIDED_C!r} is a model-level setting, no pooling module: a model's "
+            "pooling=)") if name == STRIDED_C else ""
+    raise ValueError(f"unknown pooling {name!r}; registered: {', '.join(sorted(POOLINGS))}."
+                     + hint)
   strides = None if strides is None else tuple(strides)
   return POOLINGS[name](window_shape=tuple(window_shape), strides=strides, padding=padding,
                         **kwargs)

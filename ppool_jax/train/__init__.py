@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "base_config": "config", "summed_lr_to_mean_lr": "config",
+    "base_config": "config",
     "NonFiniteTrainingError": "loop", "model_from_config": "loop", "train": "loop",
     "IncompatibleRunError": "runs", "LoadedRun": "runs", "load_run": "runs",
     "TrainingPreempted": "runtime",

@@ -18,13 +18,6 @@ from __future__ import annotations
 import ml_collections
 
 
-def summed_lr_to_mean_lr(summed_lr: float, crop_size: int, global_batch_size: int) -> float:
-  """The learning rate for a loss divided by ``P = crop_size^2 * global_batch_size`` that
-  takes the steps ``summed_lr`` takes on the summed loss. Weight decay maps too (``/ P``):
-  use ``ppool_jax.train.caffe.map_summed_solver`` for the whole solver."""
-  return summed_lr * crop_size * crop_size * global_batch_size
-
-
 def eval_tta(cfg: ml_collections.ConfigDict) -> tuple[tuple[float, ...], bool]:
   """``(scales, flip)`` of ``cfg.eval`` (single scale, no flip for configs without it)."""
   e = cfg.get("eval") or {}

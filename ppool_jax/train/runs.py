@@ -115,11 +115,28 @@ def _added_at_default(field: str, old, new) -> bool:
   return old == _MISSING and _flatten(config_to_json(base_config())).get(field, _MISSING) == new
 
 
+def _canonical_pooling_names(config: dict) -> dict:
+  """A JSON config with deprecated pooling names (``model.pooling``, ``model.pool_options``
+  keys) replaced by their canonical ones, so that a run recorded under an old name resumes
+  under the new one (the names are not in the parameter tree)."""
+  from ppool_jax.nn import canonical_pool_options, canonical_pooling_spec
+  model = config.get("model")
+  if not isinstance(model, dict):
+    return config
+  model = dict(model)
+  if isinstance(model.get("pooling"), str):
+    model["pooling"] = canonical_pooling_spec(model["pooling"], warn=False)
+  if isinstance(model.get("pool_options"), dict):
+    model["pool_options"] = canonical_pool_options(model["pool_options"], warn=False)
+  return {**config, "model": model}
+
+
 def check_compatible(workdir: str, stored: dict, cfg: ml_collections.ConfigDict) -> None:
   """Raises :class:`IncompatibleRunError` (one line) when ``cfg`` differs from the stored
   JSON config in a field outside :data:`RESUME_COMPATIBLE` (fields added since the run
-  started are compatible at their default)."""
-  bad = {k: (o, n) for k, (o, n) in config_differences(stored, config_to_json(cfg)).items()
+  started are compatible at their default; a deprecated pooling name equals its new one)."""
+  old, new = _canonical_pooling_names(stored), _canonical_pooling_names(config_to_json(cfg))
+  bad = {k: (o, n) for k, (o, n) in config_differences(old, new).items()
          if not _compatible(k) and not _added_at_default(k, o, n)}
   if bad:
     show = lambda v: v if v == _MISSING else repr(_tuples(v))
