@@ -13,8 +13,10 @@ import sys
 import pytest
 
 from ppool_jax import demo
+import support
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(support.ROOT)
+
 DEMO_MD = ROOT / "experiments" / "results" / "demo.md"
 
 

@@ -12,7 +12,7 @@ from flax import linen as nn
 
 from ppool_jax.data import AugmentConfig, eval_batches
 from ppool_jax.data.pipeline import IMAGENET_MEAN, IMAGENET_STD
-from ppool_jax.metrics import PROTOCOLS, segmentation_counts, segmentation_scores
+from ppool_jax.metrics import PROTOCOLS, segmentation_counts
 from ppool_jax.train.config import base_config
 from ppool_jax.train.loop import evaluate, evaluation_counts, local_evaluation_counts
 from ppool_jax.train.parallel import int32_halves, make_runner, sum_halves

@@ -18,13 +18,13 @@ from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.steps import pixel_cross_entropy
-from test_train import _batch, _cfg
+from support import random_batch, tiny_cfg
 
 LAYERS = ("backbone/pool1", "backbone/pool2", "backbone/pool3")
 
 
 def _setup():
-  cfg = _cfg()
+  cfg = tiny_cfg()
   net = model_from_config(cfg)
   tx = make_optimizer(cfg)
   return cfg, net, tx, init_state(cfg, net, tx, (32, 32, 3))
@@ -47,7 +47,7 @@ def test_alpha_gradient_sums_to_the_side_branch_bias_gradient():
   at init: all near 20) dL/dbias[c] = sum over images and positions of dL/dalpha[..., c].
   The perturbation is zero: the loss is unchanged."""
   _, net, _, state = _setup()
-  batch = _batch(4)
+  batch = random_batch(4)
   perts = alpha_perturbations(net, {"params": state.params}, batch["image"], [],
                               {"dropout": jax.random.PRNGKey(0)})
   assert sorted("/".join(k) for k in flax.traverse_util.flatten_dict(perts)) == sorted(
@@ -72,12 +72,12 @@ def test_alpha_gradient_sums_to_the_side_branch_bias_gradient():
 def test_clipped_positions_pass_no_gradient_and_are_counted():
   """With C below some raw alphas, those positions are clipped: dL/draw is 0 there and equals
   dL/dalpha elsewhere, and the step's frac_clipped is their share (NumPy on the sown maps)."""
-  cfg = _cfg()
+  cfg = tiny_cfg()
   cfg.model.pool_options.p.clip_max = 20.0
   net = model_from_config(cfg)
   tx = make_optimizer(cfg)
   state = init_state(cfg, net, tx, (32, 32, 3))
-  batch = _batch(4)
+  batch = random_batch(4)
   perts = alpha_perturbations(net, {"params": state.params}, batch["image"], [],
                               {"dropout": jax.random.PRNGKey(0)})
   (_, inter), g = jax.value_and_grad(_loss(net, state, batch), argnums=1, has_aux=True)(
@@ -122,7 +122,7 @@ def test_side_branch_drift_against_numpy():
 @pytest.mark.parametrize("mode, n", [("pmap", 8), ("mesh", 8)])
 def test_step_reports_alpha_statistics_exactly(mode, n):
   cfg, net, tx, state = _setup()
-  batch = _batch(8)
+  batch = random_batch(8)
   runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label",
                        jax.local_devices()[:n], diagnostics=True)
   sharded = jax.tree_util.tree_map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
@@ -161,7 +161,7 @@ def test_training_log_has_alpha_columns_and_max_pooling_none(tmp_path):
            "mean_abs_grad_raw")
   drift = ("conv_window/kernel", "prelu/slope", "conv_alpha/kernel", "conv_alpha/bias")
   for pooling in ("p", "max"):
-    cfg = _cfg(pooling=pooling)
+    cfg = tiny_cfg(pooling=pooling)
     cfg.total_steps = cfg.log_every = cfg.checkpoint_every = cfg.eval_every = 2
     train(cfg, str(tmp_path / pooling))
     with open(tmp_path / pooling / "metrics.csv") as f:
@@ -183,7 +183,7 @@ def test_training_log_has_alpha_columns_and_max_pooling_none(tmp_path):
       assert value[(1, "alpha/backbone/pool1/bias")] == pytest.approx(20.0)
     assert os.listdir(tmp_path / pooling / "tensorboard")
   # Resume to 4 steps: drift keeps growing from the saved initial values.
-  cfg = _cfg(pooling="p")
+  cfg = tiny_cfg(pooling="p")
   cfg.total_steps, cfg.log_every, cfg.checkpoint_every, cfg.eval_every = 4, 2, 2, 4
   train(cfg, str(tmp_path / "p"))
   with open(tmp_path / "p" / "metrics.csv") as f:

@@ -10,8 +10,10 @@ import re
 import traceback
 
 import pytest
+import support
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(support.ROOT)
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 README_LIMIT = 10_240  # bytes
 

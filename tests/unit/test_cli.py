@@ -17,8 +17,7 @@ from ppool_jax.train import train
 from ppool_jax.train.preflight import ConfigError, check_config, require_valid
 from ppool_jax.train.runs import build_model
 from ppool_jax.train.summary import format_facts, parameter_counts, startup_facts
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
 
 
 def test_error_message_is_one_clean_line():

@@ -10,8 +10,8 @@ import textwrap
 import zipfile
 
 import pytest
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_CONFIGS = ("synthetic_demo", "table1", "table45", "table6")
 
 

@@ -21,7 +21,7 @@ from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.runtime import Preemption, parse_profile_steps, prefetch
-from test_train import _env, _final_params, _saved_steps, _train_cmd
+from support import final_params, saved_steps, subprocess_env, train_cmd
 
 
 class _Poisoned:
@@ -74,7 +74,7 @@ def test_async_loop_logs_what_a_synchronous_loop_reads_and_stops_on_device_count
   stop = r"3 consecutive non-finite updates at step 14 \(non-finite from step 12"
   with pytest.raises(NonFiniteTrainingError, match=stop):
     train(cfg, workdir)
-  assert _saved_steps(workdir) == [5, 10]
+  assert saved_steps(workdir) == [5, 10]
   logged = _rows(workdir)
   assert sorted(logged) == [1, 5, 10]
 
@@ -159,8 +159,8 @@ def _first_logged_step(workdir):
 def test_sigterm_checkpoints_exits_0_and_resumes_to_the_uninterrupted_parameters(tmp_path):
   steps = ["--config.total_steps=40"]
   full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
-  subprocess.run(_train_cmd(full, *steps), check=True, env=_env(), capture_output=True)
-  proc = subprocess.Popen(_train_cmd(cut, *steps), env=_env(), stdout=subprocess.PIPE,
+  subprocess.run(train_cmd(full, *steps), check=True, env=subprocess_env(), capture_output=True)
+  proc = subprocess.Popen(train_cmd(cut, *steps), env=subprocess_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   deadline = time.time() + 300
   while time.time() < deadline and 1 not in _first_logged_step(cut) and proc.poll() is None:
@@ -169,7 +169,7 @@ def test_sigterm_checkpoints_exits_0_and_resumes_to_the_uninterrupted_parameters
   out, _ = proc.communicate(timeout=300)
   assert proc.returncode == 0, out[-3000:]
   stopped = int(out.split("preempted: SIGTERM: stopped after step ")[1].split()[0])
-  assert 1 <= stopped < 40 and _saved_steps(cut)[-1] == stopped
-  resumed = subprocess.run(_train_cmd(cut, *steps), env=_env(), capture_output=True, text=True)
+  assert 1 <= stopped < 40 and saved_steps(cut)[-1] == stopped
+  resumed = subprocess.run(train_cmd(cut, *steps), env=subprocess_env(), capture_output=True, text=True)
   assert resumed.returncode == 0 and f"resumed from step {stopped}" in resumed.stderr
-  chex.assert_trees_all_equal(_final_params(cut, 40), _final_params(full, 40))
+  chex.assert_trees_all_equal(final_params(cut, 40), final_params(full, 40))

@@ -5,7 +5,6 @@ import glob
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import chex
@@ -24,33 +23,17 @@ from ppool_jax.train.preflight import ConfigError, check_config
 from ppool_jax.train.loop import NonFiniteTrainingError, init_state, unreplicate
 from ppool_jax.train.optim import learning_rate_schedule, make_optimizer
 from ppool_jax.train.steps import AXIS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.dirname(os.path.abspath(__file__))
-
-
-def _cfg(**model):
-  cfg = tiny_config.get_config()
-  for k, v in model.items():
-    cfg.model[k] = v
-  return cfg
-
-
-def _batch(n, size=32, seed=0, classes=6):
-  rng = np.random.default_rng(seed)
-  image = rng.normal(size=(n, size, size, 3)).astype(np.float32)
-  label = rng.integers(0, classes, (n, size, size)).astype(np.int32)
-  label[:, :3] = 255
-  return {"image": image, "label": label}
+from support import (final_params, random_batch, saved_steps, subprocess_env, tiny_cfg,
+                     train_cmd)
 
 
 def test_nonfinite_update_is_skipped_counted_and_stops_the_run(tmp_path):
-  cfg = _cfg()
+  cfg = tiny_cfg()
   net = model_from_config(cfg)
   tx = make_optimizer(cfg)
   state = init_state(cfg, net, tx, (32, 32, 3))
   p_step = jax.pmap(make_train_step(net, tx), axis_name=AXIS)
-  bad = _batch(8)
+  bad = random_batch(8)
   bad["image"][0, 5, 5, 0] = np.nan
   d = jax.local_device_count()
   shard = lambda b: jax.tree_util.tree_map(lambda x: x.reshape((d, 8 // d) + x.shape[1:]), b)
@@ -58,7 +41,7 @@ def test_nonfinite_update_is_skipped_counted_and_stops_the_run(tmp_path):
   r, m = p_step(r, shard(bad))
   assert not bool(m["finite"][0]) and int(r.nonfinite[0]) == 1 and int(r.step[0]) == 1
   chex.assert_trees_all_equal(unreplicate(r).params, state.params)
-  r, m = p_step(r, shard(_batch(8)))
+  r, m = p_step(r, shard(random_batch(8)))
   assert bool(m["finite"][0]) and int(r.nonfinite[0]) == 0
   # A whole run on poisoned data stops with a clear error and keeps no broken checkpoint.
   cfg.total_steps, cfg.max_consecutive_nonfinite, cfg.optim.learning_rate = 30, 3, 1e30
@@ -74,44 +57,22 @@ def test_nonfinite_update_is_skipped_counted_and_stops_the_run(tmp_path):
   ckpt.close()
 
 
-def _train_cmd(workdir, *extra):
-  return [sys.executable, "-m", "ppool_jax.train", "--config", os.path.join(TESTS, "tiny_config.py"),
-          "--workdir", workdir, *extra]
-
-
-def _env():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-  return env
-
-
-def _final_params(workdir, step):
-  restored = ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
-                                                             "default"))
-  return restored["params"]
-
-
-def _saved_steps(workdir):
-  names = [os.path.basename(p) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))]
-  return sorted(int(n) for n in names if n.isdigit())  # not orbax's in-progress tmp dirs
-
-
 @pytest.mark.slow  # three CLI trainings in subprocesses
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
-  subprocess.run(_train_cmd(full), check=True, env=_env(), capture_output=True)
-  proc = subprocess.Popen(_train_cmd(killed), env=_env(), stdout=subprocess.DEVNULL,
+  subprocess.run(train_cmd(full), check=True, env=subprocess_env(), capture_output=True)
+  proc = subprocess.Popen(train_cmd(killed), env=subprocess_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   deadline = time.time() + 120
-  while time.time() < deadline and not _saved_steps(killed):
+  while time.time() < deadline and not saved_steps(killed):
     time.sleep(0.05)
   assert proc.poll() is None, "the run finished before it could be killed"
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  steps = _saved_steps(killed)
+  steps = saved_steps(killed)
   assert steps and steps[-1] < 120
-  subprocess.run(_train_cmd(killed), check=True, env=_env(), capture_output=True)
-  chex.assert_trees_all_close(_final_params(killed, 120), _final_params(full, 120), rtol=1e-5,
+  subprocess.run(train_cmd(killed), check=True, env=subprocess_env(), capture_output=True)
+  chex.assert_trees_all_close(final_params(killed, 120), final_params(full, 120), rtol=1e-5,
                               atol=1e-7)
 
 
@@ -154,7 +115,7 @@ def test_configs_build_their_model(name, arg):
 
 
 def test_missing_pretrained_weights_is_a_clear_error(tmp_path):
-  cfg = _cfg()
+  cfg = tiny_cfg()
   cfg.model.pretrained = str(tmp_path / "weights")
   with pytest.raises(ConfigError, match="pretrained weights not found.*ppool_jax.convert"):
     train(cfg, str(tmp_path / "run"))

@@ -24,7 +24,8 @@ from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.runs import load_run
 from ppool_jax.train.steps import TrainState
-from test_train import TESTS, _env, _saved_steps
+from support import TESTS, saved_steps, subprocess_env
+
 
 @pytest.mark.parametrize("first,second", [("pmap", "mesh"), ("mesh", "pmap")])
 def test_a_checkpoint_resumes_in_the_other_parallel_mode(tmp_path, first, second):
@@ -36,7 +37,7 @@ def test_a_checkpoint_resumes_in_the_other_parallel_mode(tmp_path, first, second
   train(cfg, str(tmp_path / "switched"))
   cfg.total_steps, cfg.parallel = 20, second
   switched, _ = train(cfg, str(tmp_path / "switched"))
-  assert int(switched.step) == 20 and _saved_steps(str(tmp_path / "switched")) == [10, 20]
+  assert int(switched.step) == 20 and saved_steps(str(tmp_path / "switched")) == [10, 20]
   chex.assert_trees_all_close(switched.params, straight.params, rtol=1e-4, atol=1e-6)
 
 
@@ -71,7 +72,7 @@ def test_two_processes_hold_identical_parameters_and_share_the_evaluation(tmp_pa
     port = str(s.getsockname()[1])
   worker = os.path.join(TESTS, "multihost_worker.py")
   procs = [subprocess.Popen([sys.executable, worker, str(p), port, str(tmp_path / "w"),
-                             str(tmp_path / f"p{p}.npz"), mode], env=_env(),
+                             str(tmp_path / f"p{p}.npz"), mode], env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for p in (0, 1)]
   for p in procs:
     out, _ = p.communicate(timeout=300)

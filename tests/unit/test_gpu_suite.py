@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "experiments", "bench")
 # Not on the lent GPU machines' image (docs/benchmarks.md): importing any of them fails.
 ABSENT_ON_GPU_IMAGE = ("ml_collections", "tensorflow", "tensorflow_datasets", "grain",

@@ -9,8 +9,7 @@ from scipy import ndimage
 
 from ppool_jax.data import SyntheticSource, detail
 from ppool_jax.data.detail import DETAIL_CLASSES, POLE, SMALL, WIRE, generate_sample
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from ppool_jax import convert
 from ppool_jax.train import model_from_config
 from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import effective_solver, make_optimizer
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
 
 

@@ -13,7 +13,7 @@ from ppool_jax.train.guard import new_record
 from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
-from test_train import _batch, _cfg
+from support import random_batch, tiny_cfg
 
 
 def _to_float64(tree):
@@ -49,14 +49,14 @@ def test_8_device_steps_pmap_and_mesh_equal_1_device_step_on_the_whole_batch(mod
   while a wrong data-parallel step (e.g. BatchNorm statistics not synchronised, or a
   per-device mean loss) differs by O(1) (checked below).
   """
-  cfg = _cfg(**model)
+  cfg = tiny_cfg(**model)
   net = model_from_config(cfg)
   tx = make_optimizer(cfg)
   devices = jax.local_devices()
   with jax.enable_x64(True):
     state = _to_float64(init_state(cfg, net, tx, (32, 32, 3)))
     state = state.replace(opt_state=tx.init(state.params))
-    batch = _batch(8)
+    batch = random_batch(8)
     batch["image"] = batch["image"].astype(np.float64)
     s1, m1 = _one_step("pmap", devices[:1], cfg, tx, state, batch)
     runs = {mode: _one_step(mode, devices[:8], cfg, tx, state, batch) for mode in ("pmap", "mesh")}
@@ -90,13 +90,13 @@ def test_8_device_steps_pmap_and_mesh_equal_1_device_step_on_the_whole_batch(mod
 def test_placed_state_is_sharded_as_the_step_returns_it(mode):
   """``place`` puts state and record where the step leaves them, so the step compiles once:
   placed with ``flax.jax_utils.replicate`` (another mesh), pmap compiled it a second time."""
-  cfg = _cfg(blocks=((4,),))
+  cfg = tiny_cfg(blocks=((4,),))
   cfg.parallel = mode
   net, tx = model_from_config(cfg), make_optimizer(cfg)
   devices = jax.local_devices()[:2]
   runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label", devices)
   placed = runner.place((init_state(cfg, net, tx, (32, 32, 3)), new_record(1)))
-  batch = jax.tree_util.tree_map(lambda x: x.reshape((2, -1) + x.shape[1:]), _batch(4))
+  batch = jax.tree_util.tree_map(lambda x: x.reshape((2, -1) + x.shape[1:]), random_batch(4))
   shardings = [x.sharding for x in jax.tree_util.tree_leaves(placed)]
   state, record, _ = runner.train_step(*placed, runner.put(batch))
   assert [x.sharding for x in jax.tree_util.tree_leaves((state, record))] == shardings
@@ -107,10 +107,10 @@ def test_bfloat16_step_tracks_float32_and_a_short_run_learns(tmp_path):
 
   Compared on the well-conditioned VGG-style net (at random init, ResNet's per-batch
   BatchNorm amplifies any rounding difference, as the float64 test above explains)."""
-  cfg = _cfg()
+  cfg = tiny_cfg()
   tx = make_optimizer(cfg)
   state = init_state(cfg, model_from_config(cfg), tx, (32, 32, 3))
-  batch = _batch(8)
+  batch = random_batch(8)
   device = jax.local_devices()[:1]
   s32, m32 = _one_step("pmap", device, cfg, tx, state, batch)
   cfg.model.dtype = "bfloat16"

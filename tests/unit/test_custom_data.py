@@ -17,9 +17,9 @@ from ppool_jax.data.custom import folder_spec, label_tables
 from ppool_jax.data.folders import ColourLabelError, DatasetError, read_example
 from ppool_jax.train import inputs
 from ppool_jax.train.runs import IncompatibleRunError, check_compatible, config_to_json
+from support import ROOT
 
 CLASSES = ("background", "road", "pole")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _png(path, array, mode=None):

@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
+from support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED = [["runner, every step", "every step", "0"],
             ["runner, logging steps", "logging steps", "0"],
             ["runner, logging steps, prefetch", "logging steps", "2"],

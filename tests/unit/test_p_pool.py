@@ -451,7 +451,6 @@ class ErrorsTest(parameterized.TestCase):
       self.assertTrue(np.all(np.isfinite(y)))
 
 
-
 class FastPathTest(parameterized.TestCase):
   """Issue #23: the float32 log the fused loops use, and that every alpha shape gets the
   dense map's memory (compiled temp sizes are deterministic for a given XLA)."""
