@@ -53,9 +53,9 @@ def test_alpha_gradient_sums_to_the_side_branch_bias_gradient():
   assert sorted("/".join(k) for k in flax.traverse_util.flatten_dict(perts)) == sorted(
       f"{l}/{n}" for l in LAYERS for n in ("alpha", "alpha_raw"))
   loss = _loss(net, state, batch)
-  (l0, inter), (g_params, g_alpha) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
-      state.params, perts)
-  np.testing.assert_allclose(l0, loss(state.params, None)[0], rtol=1e-7)
+  (l0, inter), (g_params, g_alpha) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1),
+                                                                 has_aux=True))(state.params, perts)
+  np.testing.assert_allclose(l0, jax.jit(loss)(state.params, None)[0], rtol=1e-7)
   for layer in LAYERS:
     path = tuple(layer.split("/"))
     alpha = flax.traverse_util.flatten_dict(inter)[path + ("alpha",)][0]
