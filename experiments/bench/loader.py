@@ -155,7 +155,8 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--sources", default="files,synthetic")
   ap.add_argument("--batch", type=int, default=10, help="global batch (base config's)")
-  ap.add_argument("--batches", type=int, default=16, help="timed batches per run")
+  ap.add_argument("--batches", type=int, default=16, help="files: batches per run")
+  ap.add_argument("--synthetic_batches", type=int, default=128, help="synthetic: batches per run")
   ap.add_argument("--workers", type=int, default=4, help="threads (base config's num_workers)")
   ap.add_argument("--image_size", default="500x375", help="files: width x height")
   ap.add_argument("--crop", type=int, default=321, help="files: crop (base config's)")
@@ -175,23 +176,25 @@ def main():
                          ann_dir="annotations/{split}")
       sources[name] = (FolderSource(spec, tmp.name, "train"), args.crop,
                        f"{4 * args.batch} JPEG {width}x{height} + PNG labels on disk, "
-                       f"{args.crop}x{args.crop} crops")
+                       f"{args.crop}x{args.crop} crops, {args.batches} batches a run",
+                       args.batches)
     elif name == "synthetic":
       sources[name] = (SyntheticSource(4 * args.batch, args.synthetic_size, seed=0),
                        args.synthetic_size, f"{4 * args.batch} synthetic scenes "
                        f"{args.synthetic_size}x{args.synthetic_size} in memory, "
-                       f"{args.synthetic_size}x{args.synthetic_size} crops")
+                       f"{args.synthetic_size}x{args.synthetic_size} crops, "
+                       f"{args.synthetic_batches} batches a run", args.synthetic_batches)
     else:
       raise SystemExit(f"unknown source {name!r}; choose from files, synthetic.")
     for i in range(len(sources[name][0])):  # the files in the page cache before any row
       sources[name][0][i]
-  table = {(s, n, w): [] for s, (src, crop, _) in sources.items()
+  table = {(s, n, w): [] for s, (src, crop, _, _) in sources.items()
            for n, _, w in rows(src, args.batch, crop, args.workers)}
   for _ in range(args.repeats):  # round robin: load changes hit every row alike
-    for s, (src, crop, _) in sources.items():
+    for s, (src, crop, _, batches) in sources.items():
       reference = None
       for name, make, w in rows(src, args.batch, crop, args.workers):
-        rate, first = images_per_second(make, args.batches, args.batch)
+        rate, first = images_per_second(make, batches, args.batch)
         first = {k: np.asarray(v).reshape((args.batch,) + v.shape[-3 + (k == "label"):])
                  for k, v in first.items()}
         if reference is None:
@@ -205,10 +208,10 @@ def main():
            f"- machine: {host_cpu()}; grain {grain.__version__}; {time.strftime('%Y-%m-%d')}",
            f"- load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}"
            + (f"; {args.note}" if args.note else ""),
-           f"- global batch {args.batch} (one process), {args.batches} batches per run, timed from "
-           f"making the loader; {args.repeats} repeats, round robin; the same batches bit for "
-           "bit in every row (checked)"]
-  lines += [f"- {s}: {desc}" for s, (_, _, desc) in sources.items()]
+           f"- global batch {args.batch} (one process), each run timed from making the loader; "
+           f"{args.repeats} repeats, round robin; the same batches bit for bit in every row "
+           "(checked)"]
+  lines += [f"- {s}: {desc}" for s, (_, _, desc, _) in sources.items()]
   lines += ["", "| source | loader | threads | images/s (median) | min | max | vs. old |",
             "|---|---|---|---|---|---|---|"]
   for s in sources:
