@@ -82,8 +82,8 @@ def pretrain(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> str:
   p = cfg.pretrain
   train_source, eval_source = _sources(cfg)
   aug = augment_config(cfg)
-  loader = TrainLoader(train_source, global_batch_size=p.batch, num_devices=1, seed=cfg.seed,
-                       cfg=aug, num_workers=cfg.dataset.num_workers)
+  loader = TrainLoader(train_source, global_batch_size=p.batch, seed=cfg.seed, cfg=aug,
+                       num_workers=cfg.dataset.num_workers)
   model = SceneClassifier(tuple(map(tuple, cfg.model.blocks)), cfg.model.pooling,
                           num_classes(cfg) - 1)
   params = model.init(jax.random.PRNGKey(cfg.seed),
@@ -100,9 +100,9 @@ def pretrain(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> str:
     return optax.apply_updates(params, updates), opt, loss
 
   t0, history = time.time(), []
-  for s in range(p.steps):
-    b = loader.batch(s)
-    x, lab = b["image"][0], b["label"][0]
+  batches = loader.iterate(0, p.steps)
+  for s, b in zip(range(p.steps), batches):
+    x, lab = b["image"], b["label"]
     params, opt, loss = step(params, opt, x, presence(lab)[:, 1:])
     if (s + 1) % 250 == 0 or s + 1 == p.steps:
       scores = evaluate(model, params, eval_source, aug)
@@ -110,6 +110,7 @@ def pretrain(cfg: ml_collections.ConfigDict, workdir: str, log=print) -> str:
           k: scores[k] for k in ("mean_auc", "mean_accuracy")}})
       log(f"pretrain step {s + 1}: loss {float(loss):.4f}, eval AUC {scores['mean_auc']:.4f}, "
           f"accuracy {scores['mean_accuracy']:.4f} ({time.time() - t0:.0f} s)")
+  batches.close()
   scores = evaluate(model, params, eval_source, aug)
   convs = {k: v for k, v in params["backbone"].items() if k.startswith("conv")}
   convert.save({"params": jax.device_get(convs)}, out)

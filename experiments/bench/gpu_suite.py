@@ -12,8 +12,11 @@
 (c) the trainer's own step (``make_train_step`` through the pmap / mesh runner, alpha
     diagnostics on, as ``train()`` runs it) of VGG16-seg and ResNet-50-seg, P-pooling vs max
     pooling, batch 8 at 320x320, float32 and bfloat16: time and compiled temp memory;
-(d) the input pipeline's host throughput (``TrainLoader`` batches/s, the configured
-    ``num_workers``) against the step's consumption (P-pooling steps/s of each (c) row);
+(d) the input pipeline's host throughput (``TrainLoader.iterate`` batches/s on grain, the
+    configured ``num_workers`` threads) against the step's consumption (P-pooling steps/s of
+    each (c) row). The GPU image has no grain: carry its wheels (grain, array_record,
+    portpicker; docs/benchmarks.md), or (d) times ``TrainLoader.batch`` in one thread and
+    says so;
 (e) a markdown report with device, driver, JAX version and every ratio.
 
 Imports only what the lent GPU machines have (jax, flax, optax, numpy, PIL, absl; not
@@ -36,7 +39,9 @@ import numpy as np
 import optax
 
 from ppool_jax import p_pool
-from ppool_jax.data import AugmentConfig, SyntheticSource, TrainLoader
+from ppool_jax.data import AugmentConfig, SyntheticSource
+from ppool_jax.data.loader import TrainLoader
+from ppool_jax.data.pipeline import DEFAULT_NUM_WORKERS
 from ppool_jax.models import ResNet50Seg, VGG16Seg
 from ppool_jax.models.vgg import VGG16_BLOCKS
 from ppool_jax.nn import with_side_branch_lr
@@ -141,7 +146,7 @@ def bench_train(size, batch, width, repeats, smoke=False) -> list[dict]:
                                   ("pmap", "mesh")))
   if smoke:  # a 2-stage VGG-style net shows the path runs
     combos = [c for c in combos if c[0] == "vgg16_seg"]
-  host_batch = random_batch(1, batch, size, 21)
+  host_batch = random_batch(batch, size, 21)
   for arch, dtype, parallel in combos:
     steps = {}
     for pooling in ("max", "p"):
@@ -167,21 +172,29 @@ def bench_train(size, batch, width, repeats, smoke=False) -> list[dict]:
 
 
 # --- (d) input pipeline vs the step -------------------------------------------------------------
-LOADER_WORKERS = TrainLoader.__init__.__kwdefaults__["num_workers"]  # = base config's
+LOADER_WORKERS = DEFAULT_NUM_WORKERS  # = the base config's dataset.num_workers
 
 
-def loader_throughput(size, batch, num_workers, batches) -> float:
+def loader_throughput(size, batch, num_workers, batches) -> tuple[float, str]:
   """Host batches/s of :class:`TrainLoader` (synthetic scenes at ``size``, the training
-  augmentation with a ``size`` crop, ``num_workers`` threads) over ``batches`` batches after
-  one warm-up batch."""
+  augmentation with a ``size`` crop) over ``batches`` batches after one warm-up batch, and
+  how: ``iterate`` with ``num_workers`` grain threads, as ``train()`` reads, or, where grain
+  is not installed, ``batch(step)`` in this thread (a lower bound)."""
   source = SyntheticSource(max(2 * batch, 16), size, seed=0)
-  loader = TrainLoader(source, global_batch_size=batch, num_devices=1, seed=0,
+  loader = TrainLoader(source, global_batch_size=batch, seed=0,
                        cfg=AugmentConfig(crop_size=(size, size)), num_workers=num_workers)
-  loader.batch(0)
+  try:
+    it, how = loader.iterate(0, batches + 1), f"grain, num_workers={num_workers}"
+  except ImportError:
+    it = (loader.batch(s) for s in range(batches + 1))
+    how = "grain not installed: TrainLoader.batch in one thread, a lower bound"
+  next(it)
   t0 = time.perf_counter()
-  for step in range(1, batches + 1):
-    loader.batch(step)
-  return batches / (time.perf_counter() - t0)
+  for _ in range(batches):
+    next(it)
+  rate = batches / (time.perf_counter() - t0)
+  it.close()
+  return rate, how
 
 
 def pipeline_vs_step(train_rows, loader_rate) -> list[dict]:
@@ -226,7 +239,8 @@ def main():
   bw = copy_bandwidth(2 ** 20 if args.smoke else 2 ** 30, repeats)
   size, batch, width = (32, 2, 1 / 16) if args.smoke else (320, 8, 1.0)
   train = bench_train(size, batch, width, repeats=repeats, smoke=args.smoke)
-  loader_rate = loader_throughput(size, batch, args.num_workers, 3 if args.smoke else 50)
+  loader_rate, loader_how = loader_throughput(size, batch, args.num_workers,
+                                              3 if args.smoke else 50)
   pipeline = pipeline_vs_step(train, loader_rate)
   lines = [
       "# Accelerator suite" + (" (smoke run: tiny shapes, not a benchmark)" if args.smoke else ""),
@@ -248,8 +262,8 @@ def main():
       _table(train, ["model", "dtype", "parallel", "max_ms", "p_ms", "ratio", "max_mib", "p_mib",
                      "mem_ratio"]),
       "", "## (d) input pipeline (host) vs the step's consumption", "",
-      f"TrainLoader, synthetic scenes, training augmentation, {size}x{size} crops, batch "
-      f"{batch}, num_workers={args.num_workers} on {os.cpu_count()} host cores; headroom = "
+      f"TrainLoader ({loader_how}), synthetic scenes, training augmentation, {size}x{size} "
+      f"crops, batch {batch}, on {os.cpu_count()} host cores; headroom = "
       "loader batches/s / P-pooling steps/s (< 1: the step waits for data).", "",
       _table(pipeline, ["model", "dtype", "parallel", "step_per_s", "loader_batch_per_s",
                         "headroom"]), ""]

@@ -76,7 +76,7 @@ class RunnerLoop:
     self.cfg = cfg
     model, tx = model_from_config(cfg), make_optimizer(cfg)
     source, _ = sources(cfg)
-    self.loader = train_loader(cfg, source, jax.local_device_count())
+    self.loader = train_loader(cfg, source)
     self.state = jax.device_get(init_state(cfg, model, tx, (cfg.dataset.crop_size,) * 2 + (3,)))
     self.runner = make_runner(cfg.parallel, model, tx, num_classes(cfg), cfg.loss.normalization,
                               boundary_protocol(cfg), diagnostics=cfg.alpha_diagnostics)
@@ -88,8 +88,8 @@ class RunnerLoop:
     cfg, runner = self.cfg, self.runner
     rstate = runner.place(self.state)
     record = runner.place(new_record(cfg.max_consecutive_nonfinite))
-    batches = prefetch((self.loader.batch(s) for s in range(cfg.total_steps)), runner.put,
-                       prefetch_size)
+    host = self.loader.iterate(0, cfg.total_steps)  # the loop's loader: grain's threads
+    batches = prefetch(host, runner.put, prefetch_size)
     t0, stamps = time.perf_counter(), {}
     for step in range(cfg.total_steps):
       rstate, record, metrics = runner.train_step(rstate, record, next(batches))
@@ -99,6 +99,7 @@ class RunnerLoop:
       if done % cfg.log_every == 0 or done == cfg.total_steps:
         runner.to_host(metrics)
         stamps[done] = time.perf_counter() - t0
+    host.close()
     return stamps
 
 

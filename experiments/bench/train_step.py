@@ -36,7 +36,7 @@ def trainer_step(pooling: str, mode: str, batch: int, size: int) -> TrainerStep:
   cfg.model.pooling, cfg.parallel = pooling, mode
   cfg.global_batch_size, cfg.dataset.crop_size = batch, size  # the solver's mapping reads them
   model = build_model(cfg, NUM_CLASSES, bn_axis_name=AXIS if mode == "pmap" else None)
-  return TrainerStep(mode, model, make_optimizer(cfg), random_batch(1, batch, size, NUM_CLASSES),
+  return TrainerStep(mode, model, make_optimizer(cfg), random_batch(batch, size, NUM_CLASSES),
                      num_classes=NUM_CLASSES, normalization=cfg.loss.normalization,
                      devices=jax.local_devices()[:1], diagnostics=cfg.alpha_diagnostics)
 

@@ -32,12 +32,11 @@ def init_state(model, tx, image_shape, seed: int = 0) -> TrainState:
                     opt_state=tx.init(params), rng=train_rng, nonfinite=jnp.zeros((), jnp.int32))
 
 
-def random_batch(num_devices: int, per_device: int, size: int, num_classes: int,
-                 seed: int = 0) -> dict[str, np.ndarray]:
-  """A host batch in the loader's layout: ``image (D, b, size, size, 3)`` float32 normal,
-  ``label (D, b, size, size)`` int32 uniform over the classes."""
+def random_batch(batch: int, size: int, num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """A host batch as the loader gives it: ``image (batch, size, size, 3)`` float32 normal,
+  ``label (batch, size, size)`` int32 uniform over the classes (the runner places it)."""
   rng = np.random.default_rng(seed)
-  shape = (num_devices, per_device, size, size)
+  shape = (batch, size, size)
   return {"image": rng.standard_normal(shape + (3,), np.float32),
           "label": rng.integers(0, num_classes, shape, dtype=np.int32)}
 
@@ -55,7 +54,7 @@ class TrainerStep:
                seed: int = 0):
     self.runner = make_runner(mode, model, tx, num_classes, normalization, "label",
                               devices=devices, diagnostics=diagnostics)
-    image_shape = np.shape(host_batch["image"])[2:]
+    image_shape = np.shape(host_batch["image"])[1:]
     # The record's stop limit does not enter the computation; 1 is the smallest valid one.
     self.state, self.record = self.runner.place((init_state(model, tx, image_shape, seed),
                                                  new_record(1)))

@@ -1,18 +1,16 @@
-"""Input pipeline: augmentation, deterministic resumable batching for pmap, evaluation.
+"""Input pipeline: augmentation, normalisation, evaluation batches.
 
 Sources are random-access (``len`` and ``[i] -> {"image" uint8 (H, W, 3), "label" uint8
-(H, W)}``): ``SyntheticSource``, ``FolderSource`` or a ``tfds.data_source``. The batch
-for training step ``s`` is a pure function of ``(seed, s)``: the sample order is a
-per-epoch permutation seeded by ``(seed, epoch)`` and each sample's augmentation is
-seeded by ``(seed, s, i)``. Resuming at step ``s`` therefore needs no iterator state
-in the checkpoint and yields exactly the batches an uninterrupted run would have seen.
+(H, W)}``): ``SyntheticSource``, ``FolderSource`` or a ``tfds.data_source``. The training
+batches (deterministic by step, resumable, on grain) are :mod:`ppool_jax.data.loader`'s.
+Batches here and there are host batches, ``(n, ...)`` with no device axis: the runners
+(:mod:`ppool_jax.train.parallel`) place them on the devices.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
@@ -24,6 +22,9 @@ IMAGENET_STD = (58.395, 57.12, 57.375)
 # Caffe's VGG16 / FCN / DeepLab / HED preprocessing: BGR, 0-255, minus the ImageNet mean in BGR.
 CAFFE_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 PREPROCESSING = ("imagenet", "caffe")
+# Threads decoding and augmenting training examples (``dataset.num_workers``'s default, and the
+# loader's: ``ppool_jax.data.loader``; here so that reading it needs no grain).
+DEFAULT_NUM_WORKERS = 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,69 +106,16 @@ def per_device_batch(global_batch_size: int, process_count: int, num_devices: in
   return per_device
 
 
-class TrainLoader:
-  """Deterministic, resumable training batches shaped for ``pmap``.
-
-  ``loader.batch(step)`` returns ``{"image": (D, b, h, w, 3) float32, "label": (D, b, h, w)
-  int32}`` where ``D`` is the number of local devices and ``b = global_batch_size /
-  (process_count * D)``. With several processes (multi-host) each reads only its own
-  contiguous share of the global batch.
-  """
-
-  def __init__(self, source, *, global_batch_size: int, num_devices: int, seed: int,
-               cfg: AugmentConfig, process_index: int = 0, process_count: int = 1,
-               num_workers: int = 4):
-    per_device_batch(global_batch_size, process_count, num_devices)  # checks the division
-    per_process = global_batch_size // process_count
-    if len(source) == 0:
-      raise ValueError("TrainLoader: the source is empty.")
-    self.source, self.cfg, self.seed = source, cfg, seed
-    self.global_batch_size, self.num_devices = global_batch_size, num_devices
-    self.per_process = per_process
-    self.offset = process_index * per_process
-    self._perm_epoch, self._perm = None, None
-    self._pool = ThreadPoolExecutor(num_workers) if num_workers > 1 else None
-
-  def _index(self, position: int) -> int:
-    epoch, pos = divmod(position, len(self.source))
-    if epoch != self._perm_epoch:
-      self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.source))
-      self._perm_epoch = epoch
-    return int(self._perm[pos])
-
-  def _sample(self, index: int, step: int, i: int):
-    ex = self.source[index]
-    rng = np.random.default_rng([self.seed, 1, step, i])
-    return augment(np.asarray(ex["image"]), np.asarray(ex["label"]), rng, self.cfg)
-
-  def batch(self, step: int) -> dict[str, np.ndarray]:
-    # Indices are resolved in order (the permutation cache is not thread-safe), then
-    # examples are decoded and augmented in parallel.
-    jobs = [(self._index(step * self.global_batch_size + i), step, i)
-            for i in range(self.offset, self.offset + self.per_process)]
-    run = self._pool.map if self._pool else map
-    samples = list(run(lambda job: self._sample(*job), jobs))
-    shape = (self.num_devices, self.per_process // self.num_devices)
-    images = np.stack([s[0] for s in samples]).reshape(shape + samples[0][0].shape)
-    labels = np.stack([s[1] for s in samples]).reshape(shape + samples[0][1].shape)
-    return {"image": images, "label": labels}
-
-  def iterate(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    step = start_step
-    while True:
-      yield self.batch(step)
-      step += 1
-
-
 def eval_batches(source, num_devices: int, cfg: AugmentConfig, multiple: int = 1,
                  limit: int | None = None, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """Full-resolution evaluation batches of one image per device.
+  """Full-resolution evaluation batches of ``num_devices`` images: one per device once the
+  runner places them (host batches, no device axis).
 
   Images are padded (normalised 0 / ignore label) to the group's largest size rounded
   up to ``multiple``; the last group is completed with fully ignored images so every
-  device gets one. Yields ``image (D, 1, H, W, 3)``, ``label (D, 1, H, W)`` and ``valid
-  (D, 1, H, W)`` bool, True on the image's own pixels and False on padding and filler
+  device gets one. Yields ``image (D, H, W, 3)``, ``label (D, H, W)`` and ``valid
+  (D, H, W)`` bool, True on the image's own pixels and False on padding and filler
   images: the metrics take it (``segmentation_counts(valid=)``) so that padding, unlike a
   real ignore region such as VOC's void band, is never scored, void or a boundary.
 
@@ -186,16 +134,16 @@ def eval_batches(source, num_devices: int, cfg: AugmentConfig, multiple: int = 1
     h = max(np.asarray(it["label"]).shape[0] for it in items)
     w = max(np.asarray(it["label"]).shape[1] for it in items)
     h, w = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-    images = np.zeros((num_devices, 1, h, w, 3), np.float32)
-    labels = np.full((num_devices, 1, h, w), cfg.ignore_label, np.int32)
-    valid = np.zeros((num_devices, 1, h, w), bool)
+    images = np.zeros((num_devices, h, w, 3), np.float32)
+    labels = np.full((num_devices, h, w), cfg.ignore_label, np.int32)
+    valid = np.zeros((num_devices, h, w), bool)
     for d, (i, it) in enumerate(zip(indices, items)):
       lab = np.asarray(it["label"])
       img = np.asarray(it["image"])
       if img.shape[:2] != lab.shape:
         raise ValueError(f"eval: image {img.shape[:2]} and label {lab.shape} sizes differ "
                          f"(example {i}).")
-      images[d, 0, :lab.shape[0], :lab.shape[1]] = normalize(img, cfg)
-      labels[d, 0, :lab.shape[0], :lab.shape[1]] = lab
-      valid[d, 0, :lab.shape[0], :lab.shape[1]] = True
+      images[d, :lab.shape[0], :lab.shape[1]] = normalize(img, cfg)
+      labels[d, :lab.shape[0], :lab.shape[1]] = lab
+      valid[d, :lab.shape[0], :lab.shape[1]] = True
     yield {"image": images, "label": labels, "valid": valid}

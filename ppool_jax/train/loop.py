@@ -27,8 +27,7 @@ from ppool_jax.train.checkpoints import Checkpoints
 from ppool_jax.train.config import eval_tta
 from ppool_jax.train.diagnostics import side_branch_drift, side_branch_params
 from ppool_jax.train.guard import NonFiniteTrainingError, check_record, new_record  # noqa: F401
-from ppool_jax.train.inputs import (augment_config, boundary_protocol, class_names,
-                                    detail_classes, num_classes, sources, train_loader)
+from ppool_jax.train.inputs import augment_config, dataset_info, num_classes, sources, train_loader
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import (  # noqa: F401  (unreplicate re-exported)
     make_runner, sum_over_processes, unreplicate)
@@ -50,10 +49,11 @@ def maybe_initialize_distributed(cfg: ml_collections.ConfigDict) -> None:
                                num_processes=d.num_processes, process_id=d.process_id)
 
 
-def model_from_config(cfg: ml_collections.ConfigDict):
+def model_from_config(cfg: ml_collections.ConfigDict, classes: int | None = None):
   """The training model of ``cfg`` (BatchNorm synchronised over the pmap axis under pmap;
-  under jit over a mesh the statistics are the global batch's already)."""
-  return build_model(cfg, num_classes(cfg),
+  under jit over a mesh the statistics are the global batch's already); ``classes``: the
+  dataset's number of classes where the caller has it (default: from the config)."""
+  return build_model(cfg, num_classes(cfg) if classes is None else classes,
                      bn_axis_name=AXIS if cfg.get("parallel", "pmap") == "pmap" else None)
 
 
@@ -106,41 +106,49 @@ def predict_with_alpha(model, state: TrainState, images) -> tuple[jax.Array, dic
 
 
 def local_evaluation_counts(runner, rstate, eval_source, cfg, num_devices: int,
-                            process_index: int = 0, process_count: int = 1) -> dict:
+                            process_index: int = 0, process_count: int = 1, *,
+                            aug=None) -> dict:
   """The summed metric counts of process ``process_index``'s share of ``eval_source``
   (:func:`~ppool_jax.data.eval_batches`; ``cfg.eval_limit`` images in all, one image per
   device and batch), computed on this process's devices. Padding carries a validity mask, so
   the counts do not depend on how images of different sizes were batched, nor on the number
   of devices, for given predictions (a model's predictions near the border may still see the
-  padding through its receptive field). An empty share gives zero counts."""
+  padding through its receptive field). An empty share gives zero counts. ``aug``: the run's
+  :func:`~ppool_jax.train.inputs.augment_config` (default: from ``cfg``)."""
   limit = None if cfg.eval_limit < 0 else cfg.eval_limit
-  aug = augment_config(cfg)
+  aug = aug or augment_config(cfg)
   totals = None
   for batch in eval_batches(eval_source, num_devices, aug, multiple=1, limit=limit,
                             process_index=process_index, process_count=process_count):
     counts = runner.eval_counts(rstate, batch)
     totals = counts if totals is None else jax.tree_util.tree_map(np.add, totals, counts)
   if totals is None:  # fewer images than processes: zeros, from a batch with nothing valid
-    shape = (num_devices, 1) + aug.crop_size
+    shape = (num_devices,) + aug.crop_size
     totals = runner.eval_counts(rstate, {"image": np.zeros(shape + (3,), np.float32),
                                          "label": np.full(shape, aug.ignore_label, np.int32),
                                          "valid": np.zeros(shape, bool)})
   return totals
 
 
-def evaluation_counts(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
+def evaluation_counts(runner, rstate, eval_source, cfg, num_devices: int, *,
+                      aug=None) -> dict:
   """The summed metric counts of ``eval_source``: each process evaluates its own share
   (:func:`local_evaluation_counts`, ``num_devices`` local devices) and the shares' counts
   are added once (:func:`~ppool_jax.train.parallel.sum_over_processes`), so every image is
   evaluated once, on one process. Every process must call it (at the same step)."""
   return sum_over_processes(local_evaluation_counts(
-      runner, rstate, eval_source, cfg, num_devices, jax.process_index(), jax.process_count()))
+      runner, rstate, eval_source, cfg, num_devices, jax.process_index(), jax.process_count(),
+      aug=aug))
 
 
-def evaluate(runner, rstate, eval_source, cfg, num_devices: int) -> dict:
-  """Scores of :func:`evaluation_counts`."""
-  return segmentation_scores(evaluation_counts(runner, rstate, eval_source, cfg, num_devices),
-                             class_names=class_names(cfg), detail_classes=detail_classes(cfg))
+def evaluate(runner, rstate, eval_source, cfg, num_devices: int, *, aug=None,
+             info=None) -> dict:
+  """Scores of :func:`evaluation_counts`; ``info``: the dataset's
+  :func:`~ppool_jax.train.inputs.dataset_info` (default: from ``cfg``)."""
+  info = info or dataset_info(cfg)
+  return segmentation_scores(evaluation_counts(runner, rstate, eval_source, cfg, num_devices,
+                                               aug=aug),
+                             class_names=info.class_names, detail_classes=info.detail_classes)
 
 
 def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dict]:
@@ -157,11 +165,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
   num_devices = jax.local_device_count()
   resuming = bool(checkpoint_steps(workdir))
   require_valid(cfg, nproc, num_devices, resuming)
-  record_run(workdir, cfg, class_names(cfg))
-  train_source, eval_source = sources(cfg)
-  aug = augment_config(cfg)
-  loader = train_loader(cfg, train_source, num_devices, process, nproc)
-  model = model_from_config(cfg)
+  # The dataset's description and the augmentation, once: everything below takes them.
+  info, aug = dataset_info(cfg), augment_config(cfg)
+  record_run(workdir, cfg, info.class_names)
+  train_source, eval_source = sources(cfg, info=info)
+  loader = train_loader(cfg, train_source, aug=aug, process_index=process, process_count=nproc)
+  model = model_from_config(cfg, info.num_classes)
   tx = make_optimizer(cfg)
   ckpts = Checkpoints(workdir, cfg.keep_checkpoints)
   start = ckpts.latest_step() or 0
@@ -174,8 +183,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
         cfg, workdir=workdir, start_step=start, process_count=nproc,
         local_device_count=num_devices, device_kind=jax.local_devices()[0].device_kind,
         train_size=len(train_source), eval_size=len(eval_source), params=state.params)))
-  runner = make_runner(cfg.get("parallel", "pmap"), model, tx, num_classes(cfg),
-                       cfg.loss.normalization, boundary_protocol(cfg),
+  runner = make_runner(cfg.get("parallel", "pmap"), model, tx, info.num_classes,
+                       cfg.loss.normalization, info.boundary_protocol,
                        diagnostics=cfg.get("alpha_diagnostics", True), eval_tta=eval_tta(cfg))
   rstate = runner.place(state)
   record = runner.place(new_record(cfg.max_consecutive_nonfinite))
@@ -184,8 +193,9 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
       "alpha_diagnostics", True) else {}
   bar = tqdm(total=cfg.total_steps, initial=start, disable=process != 0 or not cfg.progress_bar,
              desc="train", unit="step", dynamic_ncols=True)
-  batches = prefetch((loader.batch(s) for s in range(start, cfg.total_steps)), runner.put,
-                     cfg.get("prefetch", 2))
+  # Host batches from grain's threads (the loader), placed on the devices ahead of the step.
+  host_batches = loader.iterate(start, cfg.total_steps)
+  batches = prefetch(host_batches, runner.put, cfg.get("prefetch", 2))
   times, profiler = StepTimes(), Profiler(cfg.get("profile_steps", ""), workdir)
   scores: dict = {}
   reported, logged = 0, start
@@ -225,13 +235,14 @@ def train(cfg: ml_collections.ConfigDict, workdir: str) -> tuple[TrainState, dic
         if stop:
           raise TrainingPreempted(done, workdir, preemption.signame)
         if evaluate_now:
-          scores = evaluate(runner, rstate, eval_source, cfg, num_devices)
+          scores = evaluate(runner, rstate, eval_source, cfg, num_devices, aug=aug, info=info)
           writer.write(done, "eval", scores)
           if process == 0:
             bar.write(f"step {done}: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in scores.items()
                 if np.ndim(v) == 0 and not k.startswith("iou/")))
   finally:
+    host_batches.close()
     profiler.stop()
     bar.close()
     ckpts.close()

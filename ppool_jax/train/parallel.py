@@ -2,11 +2,15 @@
 ``Mesh`` with ``NamedSharding`` (what JAX's parallelism guide recommends since ``pmap``
 went into maintenance in JAX 0.8).
 
-Both run the same step function (:func:`ppool_jax.train.steps.make_train_step`):
+Both run the same step function (:func:`ppool_jax.train.steps.make_train_step`) on the same
+input, this process's host batch ``(b, ...)`` (:class:`ppool_jax.data.loader.TrainLoader`,
+:func:`ppool_jax.data.eval_batches`: no device axis), and differ only in how they place it
+and the state:
 
-* ``pmap``: per-device view, batch ``(devices, per_device, ...)``, explicit ``psum`` of
-  losses, gradients and valid-pixel counts over the axis ``"batch"``, BatchNorm statistics
-  synchronised through the model's ``bn_axis_name``.
+* ``pmap``: per-device view, batch ``(devices, per_device, ...)`` (``put`` splits the host
+  batch over the local devices), explicit ``psum`` of losses, gradients and valid-pixel
+  counts over the axis ``"batch"``, BatchNorm statistics synchronised through the model's
+  ``bn_axis_name``.
 * ``mesh``: global view, one ``jit`` over a 1-D mesh with axis ``"batch"``; the batch is
   sharded on its leading dim (``P("batch")``), parameters and optimizer state replicated
   (``P()``); XLA inserts the reductions, and BatchNorm statistics are those of the global
@@ -90,7 +94,37 @@ def unreplicate(tree):
   return jax.tree_util.tree_map(lambda x: np.asarray(x)[0], tree)
 
 
-class PmapRunner:
+class _Runner:
+  """What both runners share: the host batches they take and the step calls. They differ in
+  placement only (``place``, ``put``, ``_put_eval``, ``to_host``, ``_eval_state``)."""
+
+  def train_step(self, state, record, batch):
+    """One step on a :meth:`put` batch; returns device arrays ``(state, record, metrics)``."""
+    return self._train(state, record, batch)
+
+  def lower_train_step(self, state, record, batch):
+    """:meth:`train_step` lowered for these arguments (nothing runs or is donated):
+    ``.compile().memory_analysis()`` is the compiled step's memory (the benchmarks)."""
+    return self._train.lower(state, record, batch)
+
+  def eval_counts(self, state, batch):
+    """Summed counts (int64) of an ``eval_batches`` host batch of ``len(eval_devices)``
+    images, one per device, computed on this process's devices (nothing is summed over
+    processes)."""
+    counts = self.to_host(self._eval(self._eval_state(state), self._put_eval(batch)))
+    return jax.tree_util.tree_map(lambda c: np.asarray(c, np.int64), counts)
+
+
+def _split(x, n: int, what: str) -> np.ndarray:
+  """Host array ``(b, ...)`` -> ``(n, b / n, ...)``: one slice per device."""
+  x = np.asarray(x)
+  if x.ndim == 0 or x.shape[0] % n:
+    raise ValueError(f"{what}: a host batch of {x.shape[:1]} examples does not split over "
+                     f"{n} local devices.")
+  return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+
+
+class PmapRunner(_Runner):
   """pmap over every device of every process (each feeds its local devices), or over
   ``devices`` (single process); state replicated with a leading device axis."""
 
@@ -126,27 +160,26 @@ class PmapRunner:
     """The host copy of a replicated output (state, record, metrics): waits for it."""
     return jax.device_get(unreplicate(tree))
 
+  def layout(self, batch):
+    """A host batch ``(b, ...)`` in pmap's layout ``(local devices, b / local devices, ...)``
+    (NumPy views: nothing is copied or placed)."""
+    n = self.batch_sharding.mesh.size
+    return jax.tree_util.tree_map(lambda x: _split(x, n, "pmap"), batch)
+
   def put(self, batch):
-    """The loader's ``(local devices, per_device, ...)`` batch, one slice per device."""
-    return jax.device_put(batch, self.batch_sharding)
+    """This process's host batch ``(b, ...)``, split over its local devices (:meth:`layout`)
+    and placed, one slice per device."""
+    return jax.device_put(self.layout(batch), self.batch_sharding)
 
-  def train_step(self, state, record, batch):
-    """One step on a :meth:`put` batch; returns device arrays ``(state, record, metrics)``."""
-    return self._train(state, record, batch)
+  def _eval_state(self, state):
+    return state
 
-  def lower_train_step(self, state, record, batch):
-    """:meth:`train_step` lowered for these arguments (nothing runs or is donated):
-    ``.compile().memory_analysis()`` is the compiled step's memory (the benchmarks)."""
-    return self._train.lower(state, record, batch)
-
-  def eval_counts(self, state, batch):
-    """Summed counts (int64) of an ``eval_batches`` batch of ``len(eval_devices)`` images,
-    computed on this process's devices (nothing is summed over processes)."""
-    counts = jax.device_get(self._eval(state, batch))
-    return jax.tree_util.tree_map(lambda c: np.asarray(c[0], np.int64), counts)
+  def _put_eval(self, batch):
+    n = len(self.eval_devices)
+    return jax.tree_util.tree_map(lambda x: _split(x, n, "pmap eval"), batch)
 
 
-class MeshRunner:
+class MeshRunner(_Runner):
   """jit over a 1-D ``Mesh`` of every device (all processes); batch sharded, state replicated."""
 
   def __init__(self, model, tx, num_classes: int, normalization: str, protocol: str,
@@ -182,21 +215,11 @@ class MeshRunner:
     return jax.device_get(tree)
 
   def put(self, batch):
-    """The loader's ``(local devices, per_device, ...)`` share -> one global array, sharded
-    over the mesh (each process places its own share)."""
-    def make(x):
-      x = np.asarray(x)
-      local = x.reshape((-1,) + x.shape[2:])
-      return jax.make_array_from_process_local_data(self.batch_sharding, local)
-    return jax.tree_util.tree_map(make, batch)
-
-  def train_step(self, state, record, batch):
-    """One step on a :meth:`put` batch; returns device arrays ``(state, record, metrics)``."""
-    return self._train(state, record, batch)
-
-  def lower_train_step(self, state, record, batch):
-    """As :meth:`PmapRunner.lower_train_step`."""
-    return self._train.lower(state, record, batch)
+    """This process's host batch ``(b, ...)`` -> its part of one global array, sharded over
+    the mesh (each process places its own share)."""
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x)),
+        batch)
 
   def _eval_view(self, x):
     """A replicated state leaf as an array of this process's devices (its local copies,
@@ -206,14 +229,11 @@ class MeshRunner:
     return jax.make_array_from_single_device_arrays(
         x.shape, self.eval_replicated, [s.data for s in x.addressable_shards])
 
-  def eval_counts(self, state, batch):
-    """Summed counts (int64) of an ``eval_batches`` batch of ``len(eval_devices)`` images,
-    computed on this process's devices (nothing is summed over processes)."""
-    state = jax.tree_util.tree_map(self._eval_view, state)
-    batch = jax.tree_util.tree_map(
-        lambda x: np.asarray(x).reshape((-1,) + np.shape(x)[2:]), batch)
-    counts = jax.device_get(self._eval(state, jax.device_put(batch, self.eval_batch_sharding)))
-    return jax.tree_util.tree_map(lambda c: np.asarray(c, np.int64), counts)
+  def _eval_state(self, state):
+    return jax.tree_util.tree_map(self._eval_view, state)
+
+  def _put_eval(self, batch):
+    return jax.device_put(jax.tree_util.tree_map(np.asarray, batch), self.eval_batch_sharding)
 
 
 def make_runner(mode: str, model, tx, num_classes: int, normalization: str, protocol: str,

@@ -18,7 +18,6 @@ from collections.abc import Callable
 import ml_collections
 
 from ppool_jax.data.pipeline import per_device_batch
-from ppool_jax.data.synthetic import SYNTHETIC_NAMES, synthetic_spec
 from ppool_jax.train import config as config_lib
 
 # Sub-trees whose keys are free-form (per-pooling options), not fields of base_config.
@@ -80,19 +79,16 @@ def _attempt(problems: list[str], check: Callable[[], object]) -> None:
 
 
 def _check_data(cfg, problems: list[str]) -> None:
+  from ppool_jax.data import registry
   from ppool_jax.train import inputs
   d = cfg.dataset
-  if d.name not in inputs.dataset_names():
-    problems.append(f"unknown dataset {d.name!r}; choose from {', '.join(inputs.dataset_names())}.")
+  if d.name not in registry.names():
+    problems.append(f"unknown dataset {d.name!r}; choose from {', '.join(registry.names())}.")
     return
-  if d.name in SYNTHETIC_NAMES:
-    for field in ("synthetic_train", "synthetic_eval"):
-      if d[field] < 1:
-        problems.append(f"dataset.{field} must be >= 1, got {d[field]}.")
-    _attempt(problems, lambda: synthetic_spec(d.name).generate_sample(0, 0, d.synthetic_size))
-  else:  # lists the files (e.g. VOC's SBD folder and split lists), reads none of them (the
-    # labels are checked next, by ``sources`` in ``train``)
-    _attempt(problems, lambda: inputs.sources(cfg, check=False))
+  entry = registry.lookup(d.name)
+  # Every dataset the same way: its description, then what is wrong before any data is read
+  # (a folder dataset's files are listed, none is read: ``train`` checks the labels).
+  _attempt(problems, lambda: problems.extend(entry.problems(d, entry.describe(d))))
   _attempt(problems, lambda: inputs.augment_config(cfg))
   _attempt(problems, lambda: inputs.order_seed(cfg))
 

@@ -85,7 +85,7 @@ def test_clipped_positions_pass_no_gradient_and_are_counted():
   runner = make_runner("mesh", net, tx, 6, cfg.loss.normalization, "label",
                        jax.local_devices()[:1], diagnostics=True)
   _, _, metrics = runner.train_step(runner.place(state), runner.place(new_record(1)),
-                                    runner.put(jax.tree_util.tree_map(lambda x: x[None], batch)))
+                                    runner.put(batch))
   metrics = runner.to_host(metrics)
   fi, fg = flax.traverse_util.flatten_dict(inter), flax.traverse_util.flatten_dict(g)
   for layer in LAYERS:
@@ -125,9 +125,8 @@ def test_step_reports_alpha_statistics_exactly(mode, n):
   batch = random_batch(8)
   runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label",
                        jax.local_devices()[:n], diagnostics=True)
-  sharded = jax.tree_util.tree_map(lambda x: x.reshape((n, -1) + x.shape[1:]), batch)
   new, _, metrics = runner.train_step(runner.place(state), runner.place(new_record(1)),
-                                      runner.put(sharded))
+                                      runner.put(batch))
   new, metrics = runner.to_host(new), runner.to_host(metrics)
   loss = _loss(net, state, batch)
   perts = alpha_perturbations(net, {"params": state.params}, batch["image"], [],

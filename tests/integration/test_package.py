@@ -27,10 +27,10 @@ def test_importing_any_module_defines_no_flags_and_light_modules_skip_pil_and_tf
   out = _python("""
       import importlib, pkgutil, sys
       from absl import flags
-      # The light modules first: the training step and the layers need neither PIL nor TF.
+      # The light modules first: the training step and the layers need no PIL, TF or grain.
       import ppool_jax.ops, ppool_jax.nn, ppool_jax.models, ppool_jax.metrics
       import ppool_jax.train, ppool_jax.train.steps, ppool_jax.train.config, ppool_jax.configs
-      print("heavy", "PIL" in sys.modules, "tensorflow" in sys.modules)
+      print("heavy", "PIL" in sys.modules, "tensorflow" in sys.modules, "grain" in sys.modules)
       import ppool_jax
       for m in pkgutil.walk_packages(ppool_jax.__path__, "ppool_jax."):
         importlib.import_module(m.name)
@@ -38,18 +38,19 @@ def test_importing_any_module_defines_no_flags_and_light_modules_skip_pil_and_tf
                     if flags.FLAGS.find_module_defining_flag(n, "").startswith("ppool_jax"))
       print("flags", ours, "config" in flags.FLAGS, "arch" in flags.FLAGS)
       """, cwd=tmp_path)
-  assert "heavy False False" in out, out
+  assert "heavy False False False" in out, out
   assert "flags [] False False" in out, out
 
 
 @pytest.mark.slow  # a training in a subprocess
 def test_core_install_trains_without_tensorflow_tfds_and_h5py(tmp_path):
   """The optional dependencies blocked (``sys.modules[name] = None`` makes importing them an
-  ImportError): a synthetic run trains; the features that need them name their extra."""
+  ImportError): a synthetic run trains; the features that need them name their extra.
+  (array_record is not blocked: grain, a core dependency, requires and imports it.)"""
   open(tmp_path / "w.h5", "w").close()
   out = _python(f"""
       import sys
-      for name in ("tensorflow", "tensorflow_datasets", "array_record", "h5py"):
+      for name in ("tensorflow", "tensorflow_datasets", "h5py"):
         sys.modules[name] = None
       sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
       import tiny_config

@@ -27,10 +27,8 @@ def _one_step(mode, devices, cfg, tx, state, batch, model=None):
   cfg.parallel = mode
   net = model or model_from_config(cfg)
   runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label", devices)
-  d = len(devices)
-  sharded = jax.tree_util.tree_map(lambda x: x.reshape((d, -1) + x.shape[1:]), batch)
   new, _, metrics = runner.train_step(runner.place(state), runner.place(new_record(1)),
-                                      runner.put(sharded))
+                                      runner.put(batch))
   return runner.to_host(new), runner.to_host(metrics)
 
 
@@ -96,7 +94,7 @@ def test_placed_state_is_sharded_as_the_step_returns_it(mode):
   devices = jax.local_devices()[:2]
   runner = make_runner(mode, net, tx, 6, cfg.loss.normalization, "label", devices)
   placed = runner.place((init_state(cfg, net, tx, (32, 32, 3)), new_record(1)))
-  batch = jax.tree_util.tree_map(lambda x: x.reshape((2, -1) + x.shape[1:]), random_batch(4))
+  batch = random_batch(4)
   shardings = [x.sharding for x in jax.tree_util.tree_leaves(placed)]
   state, record, _ = runner.train_step(*placed, runner.put(batch))
   assert [x.sharding for x in jax.tree_util.tree_leaves((state, record))] == shardings

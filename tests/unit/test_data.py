@@ -236,29 +236,33 @@ def test_augment_scales_within_range():
 
 
 def test_train_loader_is_deterministic_resumable_and_sharded():
+  """Host batches (no device axis): the same for a step however they are read, resumable,
+  every sample once per epoch, processes reading complementary shares. The equality with the
+  thread-pool loader it replaced is tests/test_loader.py's."""
   src = SyntheticSource(10, 32, seed=0)
   cfg = AugmentConfig(crop_size=(24, 24))
-  make = lambda **kw: TrainLoader(src, global_batch_size=8, num_devices=2, seed=5, cfg=cfg, **kw)
+  make = lambda **kw: TrainLoader(src, global_batch_size=8, seed=5, cfg=cfg, **kw)
   a = make()
   batches = [a.batch(s) for s in range(4)]  # 32 samples: crosses 3 epochs of 10
-  assert batches[0]["image"].shape == (2, 4, 24, 24, 3)
-  assert batches[0]["label"].shape == (2, 4, 24, 24)
-  resumed = make().iterate(start_step=2)
+  assert batches[0]["image"].shape == (8, 24, 24, 3) and batches[0]["image"].dtype == np.float32
+  assert batches[0]["label"].shape == (8, 24, 24) and batches[0]["label"].dtype == np.int32
+  resumed = make(num_workers=2).iterate(start_step=2)
   for s in (2, 3):
     b = next(resumed)
     np.testing.assert_array_equal(b["image"], batches[s]["image"])
     np.testing.assert_array_equal(b["label"], batches[s]["label"])
+  resumed.close()
   assert not np.array_equal(batches[0]["label"], batches[1]["label"])
   # Every sample appears once per epoch.
-  order = [make()._index(p) for p in range(10)]
+  order = [a.index(0, p) for p in range(8)] + [a.index(1, p) for p in range(2)]
   assert sorted(order) == list(range(10))
-  # Two processes with one device each read complementary halves of the global batch.
-  parts = [TrainLoader(src, global_batch_size=8, num_devices=1, seed=5, cfg=cfg,
-                       process_index=p, process_count=2).batch(1) for p in range(2)]
-  whole = batches[1]["label"].reshape(8, 24, 24)
-  np.testing.assert_array_equal(np.concatenate([p["label"][0] for p in parts]), whole)
+  # Two processes read complementary halves of the global batch.
+  parts = [make(process_index=p, process_count=2).batch(1) for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate([p["label"] for p in parts]), batches[1]["label"])
   with pytest.raises(ValueError, match="must divide"):
-    TrainLoader(src, global_batch_size=6, num_devices=4, seed=0, cfg=cfg)
+    TrainLoader(src, global_batch_size=6, seed=0, cfg=cfg, process_count=4)
+  with pytest.raises(ValueError, match="process_index 2"):
+    TrainLoader(src, global_batch_size=8, seed=0, cfg=cfg, process_index=2, process_count=2)
 
 
 def test_training_order_seed_is_separable_from_the_initialisation_seed():
@@ -269,7 +273,7 @@ def test_training_order_seed_is_separable_from_the_initialisation_seed():
   cfg.dataset.name, cfg.dataset.crop_size, cfg.global_batch_size = "synthetic", 24, 4
   cfg.dataset.num_workers = 1
   src = SyntheticSource(12, 32, seed=0)
-  labels = lambda c: [train_loader(c, src, 1).batch(s)["label"] for s in range(3)]
+  labels = lambda c: [train_loader(c, src).batch(s)["label"] for s in range(3)]
   cfg.seed = 0
   seed0 = labels(cfg)
   cfg.seed = 1
@@ -280,7 +284,7 @@ def test_training_order_seed_is_separable_from_the_initialisation_seed():
     np.testing.assert_array_equal(a, b)
   cfg.dataset.order_seed = -2
   with pytest.raises(ValueError, match="dataset.order_seed must be -1"):
-    train_loader(cfg, src, 1)
+    train_loader(cfg, src)
 
 
 def test_eval_batches_pad_with_ignore():
@@ -290,8 +294,8 @@ def test_eval_batches_pad_with_ignore():
   cfg = AugmentConfig()
   batches = list(eval_batches(src, num_devices=2, cfg=cfg, multiple=8))
   assert len(batches) == 2
-  assert batches[0]["label"].shape == (2, 1, 16, 16)
-  assert (batches[0]["label"][0, 0, :10, :12] == 1).all()
-  assert (batches[0]["label"][0, 0, 10:] == 255).all()
+  assert batches[0]["label"].shape == (2, 16, 16)
+  assert (batches[0]["label"][0, :10, :12] == 1).all()
+  assert (batches[0]["label"][0, 10:] == 255).all()
   assert (batches[1]["label"][1] == 255).all()  # the filler device sees only ignore
-  assert (batches[0]["image"][0, 0, 10:] == 0).all()
+  assert (batches[0]["image"][0, 10:] == 0).all()

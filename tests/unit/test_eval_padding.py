@@ -199,7 +199,7 @@ def test_eval_batches_mark_padding_invalid():
   src = _source()[:3]
   batches = list(eval_batches(src, num_devices=2, cfg=AugmentConfig(), multiple=8))
   v = batches[0]["valid"]
-  assert v.dtype == bool and v.shape == batches[0]["label"].shape == (2, 1, 56, 48)
-  assert v[0, 0, :37, :45].all() and not v[0, 0, 37:].any() and not v[0, 0, :, 45:].any()
-  assert v[1, 0, :50, :33].all() and v[1].sum() == 50 * 33
+  assert v.dtype == bool and v.shape == batches[0]["label"].shape == (2, 56, 48)
+  assert v[0, :37, :45].all() and not v[0, 37:].any() and not v[0, :, 45:].any()
+  assert v[1, :50, :33].all() and v[1].sum() == 50 * 33
   assert not batches[1]["valid"][1].any()  # the filler image
