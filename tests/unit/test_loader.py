@@ -10,9 +10,9 @@ import pytest
 
 from ppool_jax.data import AugmentConfig, DatasetError, SyntheticSource
 from ppool_jax.data.loader import TrainLoader, epoch_order
+from support import ROOT
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
-                     "bench")
+BENCH = os.path.join(ROOT, "experiments", "bench")
 sys.path.insert(0, BENCH)
 try:
   from loader import ThreadPoolLoader  # the old loader, verbatim (experiments/bench/loader.py)
