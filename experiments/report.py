@@ -139,7 +139,7 @@ def alpha_table(rows) -> list[str]:
 
 
 def machine() -> str:
-  from ppool_jax.train.summary import host_cpu
+  from experiments.bench.timing import host_cpu
   return f"{host_cpu()}, no GPU"
 
 

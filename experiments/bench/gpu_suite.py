@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import platform
 import subprocess
 import time
 
@@ -47,7 +46,7 @@ from ppool_jax.models.vgg import VGG16_BLOCKS
 from ppool_jax.nn import with_side_branch_lr
 from ppool_jax.train.steps import AXIS
 import pool_op
-from timing import median_time
+from timing import host_cpu, median_time
 from trainer_step import TrainerStep, random_batch
 
 
@@ -246,7 +245,7 @@ def main():
       "# Accelerator suite" + (" (smoke run: tiny shapes, not a benchmark)" if args.smoke else ""),
       "",
       f"- device: {dev.device_kind} ({dev.platform}), driver: {_driver()}",
-      f"- jax {jax.__version__}, host {platform.processor() or platform.machine()}, "
+      f"- jax {jax.__version__}, host {host_cpu()}, "
       f"{time.strftime('%Y-%m-%d')}; wall time {time.time() - t0:.0f} s",
       f"- measured copy bandwidth (x + 1, read + write): {bw / 1e9:.1f} GB/s",
       "- inputs: random (synthetic); medians of "

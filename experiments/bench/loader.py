@@ -151,7 +151,7 @@ def images_per_second(make, batches: int, batch: int) -> tuple[float, dict]:
 
 
 def main():
-  from ppool_jax.train.summary import host_cpu
+  from timing import host_cpu
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--sources", default="files,synthetic")
   ap.add_argument("--batch", type=int, default=10, help="global batch (base config's)")

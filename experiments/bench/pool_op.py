@@ -10,15 +10,13 @@ markdown table. Run with ``XLA_FLAGS=`` unset so XLA sees one device.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from ppool_jax import p_pool
-from timing import median_time
+from timing import host_cpu, median_time
 
 
 ALPHAS = ("dense", "channel", "scalar")  # the side branch's map, (C,), ()
@@ -83,8 +81,8 @@ def main():
   args = parser.parse_args()
   shape = tuple(int(s) for s in args.shape.split(","))
   device = jax.devices()[0]
-  header = (f"device: {device.platform} ({device.device_kind}), {os.cpu_count()} cpu cores, "
-            f"{platform.processor() or platform.machine()}; jax {jax.__version__}; "
+  header = (f"device: {device.platform} ({device.device_kind}), host {host_cpu()}; "
+            f"jax {jax.__version__}; "
             f"shape {shape}; median of {args.repeats}")
   print(header)
   lines = [f"# p_pool benchmark\n\n{header}\n",

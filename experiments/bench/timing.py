@@ -1,5 +1,11 @@
-"""Timing helper shared by the benchmarks (run as scripts: this folder is on sys.path)."""
+"""Helpers shared by the benchmarks and the experiment reports: the median time of a call and
+the host CPU's description for a results file's machine line. The benchmarks run as scripts
+(this folder is on sys.path: ``from timing import ...``); the reports import
+``experiments.bench.timing``. Only the standard library, jax and numpy (the lent GPU machines
+have no ml_collections)."""
 
+import os
+import platform
 import time
 
 import jax
@@ -15,3 +21,15 @@ def median_time(fn, *args, repeats: int) -> float:
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - t0)
   return float(np.median(times))
+
+
+def host_cpu() -> str:
+  """The host CPU's model name (``/proc/cpuinfo`` where there is one) and core count, for
+  the machine line of results files."""
+  model = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return f"{model}, {os.cpu_count()} cores"

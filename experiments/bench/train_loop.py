@@ -38,7 +38,7 @@ from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.runtime import prefetch
-from ppool_jax.train.summary import host_cpu
+from timing import host_cpu
 
 # (name, loop, metrics fetched, prefetch): the first row is the "before".
 ROWS = (("runner, every step", "runner", "every step", 0),

@@ -14,8 +14,6 @@ markdown table. Run with ``XLA_FLAGS=`` unset so XLA sees one device.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 
 import jax
 import numpy as np
@@ -24,6 +22,7 @@ from ppool_jax.train.config import base_config
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.runs import build_model
 from ppool_jax.train.steps import AXIS
+from timing import host_cpu
 from trainer_step import TrainerStep, random_batch
 
 NUM_CLASSES = 21  # VOC's
@@ -52,8 +51,8 @@ def main():
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   device = jax.devices()[0]
-  header = (f"device: {device.platform} ({device.device_kind}), {os.cpu_count()} cpu cores, "
-            f"{platform.machine()}; jax {jax.__version__}; VGG16-seg (21 classes), input "
+  header = (f"device: {device.platform} ({device.device_kind}), host {host_cpu()}; "
+            f"jax {jax.__version__}; VGG16-seg (21 classes), input "
             f"({args.batch}, {args.size}, {args.size}, 3) float32; the trainer's step "
             f"(make_train_step, alpha diagnostics on, {args.parallel} runner, base config's "
             f"Caffe SGD); median of {args.repeats} steps after warm-up, round robin")

@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import platform
-
 import ml_collections
 
 from ppool_jax.data.pipeline import per_device_batch
 from ppool_jax.models import count_params
 from ppool_jax.train.diagnostics import side_branch_params
-
-
-def host_cpu() -> str:
-  """The host CPU's model name (``/proc/cpuinfo`` where there is one) and core count, for
-  the machine line of results files."""
-  model = platform.processor() or platform.machine()
-  try:
-    with open("/proc/cpuinfo") as f:
-      model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-  except (OSError, StopIteration):
-    pass
-  return f"{model}, {os.cpu_count()} cores"
 
 
 def parameter_counts(params) -> dict[str, int]:
