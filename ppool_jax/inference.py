@@ -8,7 +8,7 @@
     predictor.predict(image, alpha_maps=True).alpha              # {layer: (h, w) float32}
 
 Two ways to cover an image (``mode``): ``"whole"`` runs the model once on the image padded
-to a multiple of its total stride; ``"slide"`` runs it on windows of the training crop
+to a multiple of its output stride (:func:`ppool_jax.models.output_stride`); ``"slide"`` runs it on windows of the training crop
 (``window``, overlapping by ``overlap``), averaging logits where they overlap (large
 images, or models trained on crops). Either is combined with test-time augmentation
 (``scales``, ``flip``: :func:`ppool_jax.models.tta.tta_logits`; defaults from the run's
@@ -33,7 +33,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ppool_jax.labels import palette as dataset_palette
-from ppool_jax.models import NUM_POOLING_STAGES
+from ppool_jax.models import output_stride
 from ppool_jax.models.tta import check_tta, pad_to_multiple, slide_logits, tta_logits
 
 MODES = ("whole", "slide")
@@ -43,12 +43,6 @@ MODES = ("whole", "slide")
 class Prediction:
   label: np.ndarray                          # (H, W) train ids (uint8 up to 256 classes)
   alpha: dict[str, np.ndarray] | None = None  # {layer: (h, w)} channel-mean alpha
-
-
-def total_stride(cfg) -> int:
-  """The product of the model's pooling strides (what whole-image inference pads to)."""
-  blocks = cfg.model.get("blocks")
-  return 2 ** (len(blocks) if blocks else NUM_POOLING_STAGES[cfg.model.name])
 
 
 class Predictor:
@@ -73,7 +67,7 @@ class Predictor:
     self.aug = augment_config(cfg)
     self.window = tuple(window or self.aug.crop_size)
     self.stride = tuple(max(1, int(w * (1 - overlap))) for w in self.window)
-    self.multiple = total_stride(cfg)
+    self.multiple = output_stride(model)  # whole-image mode pads to multiples of it
     self.palette = np.asarray(dataset_palette(cfg.dataset.name, self.num_classes,
                                               palette(cfg)), np.uint8)
     self.devices = list(devices or jax.local_devices())

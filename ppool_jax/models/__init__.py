@@ -1,7 +1,7 @@
 """Segmentation models of the paper with per-stage swappable pooling."""
 
 from ppool_jax.models import common as _common
-from ppool_jax.models.common import count_params, stage_poolings
+from ppool_jax.models.common import count_params, output_stride, stage_poolings
 from ppool_jax.models.resnet import ASPP, DeepLabV3, ResNet50Backbone, ResNet50Seg
 from ppool_jax.models.vgg import DeepLabLargeFOV, FCN8s, VGG16Backbone, VGG16Seg
 from ppool_jax.nn import STRIDED_C
@@ -47,5 +47,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["ASPP", "DeepLabLargeFOV", "DeepLabV3", "FCN8s", "MODELS", "NUM_POOLING_STAGES",
-           "OUTPUT_STRIDES", "ResNet50Backbone", "ResNet50Seg", "STRIDED_C", "VGG16Backbone",
+           "OUTPUT_STRIDES", "output_stride", "ResNet50Backbone", "ResNet50Seg", "STRIDED_C", "VGG16Backbone",
            "VGG16Seg", "build_model", "count_params", "head_modules", "stage_poolings"]

@@ -115,3 +115,23 @@ def channels(c: int, width: float) -> int:
 
 def count_params(tree) -> int:
   return int(sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def output_stride(model, size: int = 256) -> int:
+  """The stride of ``model``'s deepest features, measured: the largest ``image side / feature
+  side`` over every 4-d module output that scales with the image, traced (``jax.eval_shape``,
+  nothing compiled) on ``size`` and ``2 * size`` square images; outputs that do not scale
+  (the ASPP's 1x1 image pooling) are left out. Holds for any configuration (``blocks``,
+  poolings, dilations), where a per-architecture table cannot. ``size`` must be a multiple of
+  the stride (256 is, for every model here). Whole-image inference pads to a multiple of it."""
+  def sides(n):
+    x = jax.ShapeDtypeStruct((1, n, n, 3), jnp.float32)
+    rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    variables = jax.eval_shape(lambda x: model.init(rngs, x), x)
+    _, state = jax.eval_shape(lambda v, x: model.apply(
+        v, x, capture_intermediates=True, mutable=["intermediates"]), variables, x)
+    leaves = jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
+    return {jax.tree_util.keystr(p): a.shape[1] for p, a in leaves if len(a.shape) == 4}
+
+  small, large = sides(size), sides(2 * size)
+  return max(size // small[k] for k in small if large[k] == 2 * small[k])
