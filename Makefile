@@ -25,14 +25,15 @@ demo: $(VENV)/.installed
 
 # Reruns the demo (a few minutes) and fails unless it prints experiments/results/demo.md's table.
 demo-check: $(VENV)/.installed
-	$(PY) -m pytest -q tests/test_demo_result.py
+	$(PY) -m pytest -q tests/integration/test_demo_rerun.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 	cd notebooks && ../$(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=300 *.ipynb
 
-# The suite without the tests marked slow (end-to-end trainings, multi-process runs, CLI
-# subprocesses, the wheel build) and without the notebooks; `make test` runs everything.
+# The unit tier (tests/unit) without the notebooks: tests/conftest.py marks every test under
+# tests/integration slow (whole models, end-to-end trainings, multi-process runs, CLI
+# subprocesses, the wheel build, the demo check); `make test` runs everything.
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 

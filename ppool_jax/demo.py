@@ -4,7 +4,7 @@ Trains with the package config ``synthetic_demo`` (``ppool_jax/configs/synthetic
 ``--config`` picks another), resuming if ``--workdir`` holds a run, evaluates it next to the
 trivial predictor (every pixel "background", the most frequent class), prints mIoU and the
 detail metrics as the Markdown table of ``experiments/results/demo.md`` (:func:`results_table`;
-``tests/test_demo_result.py`` and ``make demo-check`` rerun the demo and compare) with the
+``tests/integration/test_demo_rerun.py`` and ``make demo-check`` rerun the demo and compare) with the
 commit that produced it, and saves ``demo.png`` in the workdir: inputs, ground truth,
 predictions and per-stage alpha maps. Synthetic data on CPU: the numbers say the pipeline
 learns, not what the paper reports.

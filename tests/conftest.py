@@ -8,7 +8,12 @@
   (``-m "not slow"``) runs the unit tier; a test elsewhere may also be marked slow by hand.
 * Shared fixtures: ``tiny_cfg`` (``tests/tiny_config.py``'s config, fresh for each test).
   Shared helpers that are not fixtures (paths, a random batch, the subprocess environment)
-  are in ``tests/support.py``.
+  are in ``tests/support.py`` and the other non-test modules of ``tests/`` (``reference.py``,
+  ``folder_data.py``, ``markdown_blocks.py``, ``hlo_checks.py``). Test files are imported in
+  pytest's default "prepend" mode without ``__init__.py``: a test file never imports another,
+  and no two test files share a basename across ``unit/`` and ``integration/``.
+* One style: pytest functions, ``@pytest.mark.parametrize``, ``assert``, ``np.testing`` and
+  ``chex.assert_*`` (a ``chex.TestCase`` only for ``chex.variants``).
 """
 
 import os

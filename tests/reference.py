@@ -1,4 +1,5 @@
-"""Independent NumPy references shared by the tests: explicit windows, no JAX."""
+"""Independent NumPy references shared by the tests: explicit windows, bilinear resizing and
+test-time augmentation; no JAX."""
 
 import itertools
 
@@ -49,3 +50,32 @@ def pool(x, window, strides, padding, fn):
     offs = np.array([m[1] for m in members])
     y[j] = fn(vals, offs, j[-1])
   return y
+
+
+# -- resizing and test-time augmentation (ppool_jax.models.tta) ---------------------------
+
+def np_resize_axis(x, n_out, axis):
+  """Bilinear, half-pixel centres, edge clamped, no antialiasing, along one axis."""
+  n_in = x.shape[axis]
+  src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+  i0 = np.floor(src).astype(int)
+  i1 = np.minimum(i0 + 1, n_in - 1)
+  w = (src - i0).reshape([-1 if a == axis else 1 for a in range(x.ndim)])
+  return np.take(x, i0, axis) * (1 - w) + np.take(x, i1, axis) * w
+
+
+def np_resize(x, size):
+  return np_resize_axis(np_resize_axis(np.asarray(x, np.float64), size[0], 1), size[1], 2)
+
+
+def np_tta(f, x, scales, flip):
+  """The mean of ``f``'s outputs on ``x`` resized by each scale (and flipped), resized back."""
+  h, w = x.shape[1:3]
+  outs = []
+  for s in scales:
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    xs = np_resize(x, size)
+    outs.append(np_resize(f(xs), (h, w)))
+    if flip:
+      outs.append(np_resize(f(xs[:, :, ::-1])[:, :, ::-1], (h, w)))
+  return np.mean(outs, 0)

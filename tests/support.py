@@ -1,18 +1,22 @@
 """What several test files share: the repository's paths, the tiny config, a random batch and
-the helpers of the tests that train through the command line in a subprocess."""
+the helpers of the tests that train through the command line in a subprocess, the demo's
+committed result table, unittest's almost-equal as a pytest.approx."""
 
 import glob
 import os
+import pathlib
 import sys
 
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
 import tiny_config
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 TINY_CONFIG = os.path.join(TESTS, "tiny_config.py")
+BENCH = os.path.join(ROOT, "experiments", "bench")
 
 
 def tiny_cfg(**model):
@@ -53,3 +57,17 @@ def final_params(workdir, step):
 def saved_steps(workdir):
   names = [os.path.basename(p) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))]
   return sorted(int(n) for n in names if n.isdigit())  # not orbax's in-progress tmp dirs
+
+
+DEMO_MD = pathlib.Path(ROOT, "experiments", "results", "demo.md")
+
+
+def table_rows(text: str) -> list[str]:
+  """The Markdown table lines of ``text`` (lines starting with ``|``), stripped."""
+  return [line.strip() for line in text.splitlines() if line.startswith("|")]
+
+
+def approx_places(expected, places=7):
+  """``pytest.approx`` with ``unittest``'s ``assertAlmostEqual`` tolerance: equal when rounded
+  to ``places`` decimal places (an absolute difference of at most half a unit in the last)."""
+  return pytest.approx(expected, rel=0, abs=0.5 * 10.0 ** -places)

@@ -5,7 +5,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import warnings
 
 import chex
@@ -14,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from absl.testing import parameterized
 from jax import lax
 
 from ppool_jax import convert
@@ -32,64 +30,68 @@ def _init(model, x, train=False):
                     train=train)
 
 
-class ShapesTest(parameterized.TestCase):
+# -- shapes -----------------------------------------------------------------------------------
 
-  @parameterized.product(name=sorted(MODELS), size=[(32, 32), (48, 40), (64, 96)])
-  def test_logits_at_input_size(self, name, size):
-    model = build_model(name, num_classes=5, width=TINY)
-    x = jnp.zeros((2,) + size + (3,))
-    variables = jax.eval_shape(lambda: _init(model, x))
-    out = jax.eval_shape(lambda v: model.apply(v, x), variables)
-    chex.assert_shape(out, (2,) + size + (5,))
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("size", [(32, 32), (48, 40), (64, 96)])
+def test_logits_at_input_size(name, size):
+  model = build_model(name, num_classes=5, width=TINY)
+  x = jnp.zeros((2,) + size + (3,))
+  variables = jax.eval_shape(lambda: _init(model, x))
+  out = jax.eval_shape(lambda v: model.apply(v, x), variables)
+  chex.assert_shape(out, (2,) + size + (5,))
 
-  @parameterized.parameters((32, 32), (48, 40), (64, 96))
-  def test_output_strides(self, h, w):
-    x = jnp.zeros((1, h, w, 3))
-    cases = [(VGG16Backbone(width=TINY), 16, lambda y: y["out"]),
-             (VGG16Backbone(width=TINY, output_stride=32), 32, lambda y: y["out"]),
-             (VGG16Backbone(width=TINY), 8, lambda y: y["pool3"]),
-             (ResNet50Backbone(width=TINY), 32, lambda y: y["out"]),
-             (ResNet50Backbone(width=TINY, output_stride=16), 16, lambda y: y["out"]),
-             (ResNet50Backbone(width=TINY, pooling="strided_c"), 32, lambda y: y["out"])]
-    for module, stride, pick in cases:
-      v = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))
-      out = pick(jax.eval_shape(lambda v: module.apply(v, x), v))
-      self.assertEqual(out.shape[1:3], (math.ceil(h / stride), math.ceil(w / stride)),
-                       (module, stride))
-    self.assertEqual(OUTPUT_STRIDES["resnet50_seg"], 32)
 
-  def test_parameter_counts_match_published_architectures(self):
-    x = jnp.zeros((1, 64, 64, 3))
-    vgg = jax.eval_shape(lambda: VGG16Backbone().init(jax.random.PRNGKey(0), x))
-    r50 = jax.eval_shape(lambda: ResNet50Backbone().init(jax.random.PRNGKey(0), x))
-    self.assertEqual(count_params(vgg["params"]), 14_714_688)   # 14.71M
-    self.assertEqual(count_params(r50["params"]), 23_508_032)   # 23.51M (without fc)
-    # P-pooling side branches add little: < 0.2% of VGG16's conv parameters.
-    vgg_p = jax.eval_shape(lambda: VGG16Backbone(pooling="p").init(jax.random.PRNGKey(0), x))
-    extra = count_params(vgg_p["params"]) - 14_714_688
-    self.assertGreater(extra, 0)
-    self.assertLess(extra / 14_714_688, 0.002)
+@pytest.mark.parametrize("h, w", [(32, 32), (48, 40), (64, 96)])
+def test_output_strides(h, w):
+  x = jnp.zeros((1, h, w, 3))
+  cases = [(VGG16Backbone(width=TINY), 16, lambda y: y["out"]),
+           (VGG16Backbone(width=TINY, output_stride=32), 32, lambda y: y["out"]),
+           (VGG16Backbone(width=TINY), 8, lambda y: y["pool3"]),
+           (ResNet50Backbone(width=TINY), 32, lambda y: y["out"]),
+           (ResNet50Backbone(width=TINY, output_stride=16), 16, lambda y: y["out"]),
+           (ResNet50Backbone(width=TINY, pooling="strided_c"), 32, lambda y: y["out"])]
+  for module, stride, pick in cases:
+    v = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), x))
+    out = pick(jax.eval_shape(lambda v: module.apply(v, x), v))
+    assert out.shape[1:3] == (math.ceil(h / stride), math.ceil(w / stride)), (module, stride)
+  assert OUTPUT_STRIDES["resnet50_seg"] == 32
 
-  def test_frozen_backbone_bn_but_new_aspp_bn_trains(self):
-    model = DeepLabV3(num_classes=3, width=TINY, frozen_bn=True)
-    x = jax.random.normal(jax.random.PRNGKey(3), (2, 48, 48, 3))
-    variables = _init(model, x)
-    _, new = model.apply(variables, x, train=True, mutable=["batch_stats"],
-                         rngs={"dropout": jax.random.PRNGKey(4)})
-    old = variables["batch_stats"]
-    changed = lambda a, b: any(bool(jnp.any(p != q)) for p, q in
-                               zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-    self.assertFalse(changed(new["batch_stats"]["backbone"], old["backbone"]))
-    self.assertTrue(changed(new["batch_stats"]["aspp"]["bn_project"], old["aspp"]["bn_project"]))
 
-  def test_bad_pooling_config_is_an_error(self):
-    x = jnp.zeros((1, 32, 32, 3))
-    with self.assertRaisesRegex(ValueError, "needs 5 entries"):
-      VGG16Backbone(pooling=("p", "max")).init(jax.random.PRNGKey(0), x)
-    with self.assertRaisesRegex(ValueError, "unknown pooling 'maxx'"):
-      ResNet50Backbone(pooling="maxx").init(jax.random.PRNGKey(0), x)
-    with self.assertRaisesRegex(ValueError, "unknown model"):
-      build_model("unet", 3)
+def test_parameter_counts_match_published_architectures():
+  x = jnp.zeros((1, 64, 64, 3))
+  vgg = jax.eval_shape(lambda: VGG16Backbone().init(jax.random.PRNGKey(0), x))
+  r50 = jax.eval_shape(lambda: ResNet50Backbone().init(jax.random.PRNGKey(0), x))
+  assert count_params(vgg["params"]) == 14_714_688   # 14.71M
+  assert count_params(r50["params"]) == 23_508_032   # 23.51M (without fc)
+  # P-pooling side branches add little: < 0.2% of VGG16's conv parameters.
+  vgg_p = jax.eval_shape(lambda: VGG16Backbone(pooling="p").init(jax.random.PRNGKey(0), x))
+  extra = count_params(vgg_p["params"]) - 14_714_688
+  assert extra > 0
+  assert extra / 14_714_688 < 0.002
+
+
+def test_frozen_backbone_bn_but_new_aspp_bn_trains():
+  model = DeepLabV3(num_classes=3, width=TINY, frozen_bn=True)
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 48, 48, 3))
+  variables = _init(model, x)
+  _, new = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                       rngs={"dropout": jax.random.PRNGKey(4)})
+  old = variables["batch_stats"]
+  changed = lambda a, b: any(bool(jnp.any(p != q)) for p, q in
+                             zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+  assert not changed(new["batch_stats"]["backbone"], old["backbone"])
+  assert changed(new["batch_stats"]["aspp"]["bn_project"], old["aspp"]["bn_project"])
+
+
+def test_bad_pooling_config_is_an_error():
+  x = jnp.zeros((1, 32, 32, 3))
+  with pytest.raises(ValueError, match="needs 5 entries"):
+    VGG16Backbone(pooling=("p", "max")).init(jax.random.PRNGKey(0), x)
+  with pytest.raises(ValueError, match="unknown pooling 'maxx'"):
+    ResNet50Backbone(pooling="maxx").init(jax.random.PRNGKey(0), x)
+  with pytest.raises(ValueError, match="unknown model"):
+    build_model("unet", 3)
 
 
 _ALL_POOLINGS = sorted(POOLINGS) + ["strided_c"]
@@ -99,40 +101,43 @@ _ALL_POOLINGS = sorted(POOLINGS) + ["strided_c"]
 _RESNET_MIXES = [tuple((_ALL_POOLINGS * 2)[i:i + 4]) for i in (0, 4, 8)]
 
 
-class TrainStepTest(parameterized.TestCase):
+# -- train step -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pooling, model",
+                         [(p, "vgg16_seg") for p in _ALL_POOLINGS]
+                         + [pytest.param(m, "resnet50_seg", id=",".join(m) + "-resnet50_seg")
+                            for m in _RESNET_MIXES])
+def test_one_step(pooling, model):
   """Every registry pooling (and Strided-C) trains one jit'd step: in every slot of
   VGG16-seg, and in mixed per-stage assignments of ResNet-50-seg."""
+  net = build_model(model, num_classes=3, width=TINY, pooling=pooling)
+  x = jax.random.uniform(jax.random.PRNGKey(2), (2, 32, 32, 3))
+  y = jax.random.randint(jax.random.PRNGKey(3), (2, 32, 32), 0, 3)
+  variables = _init(net, x)
+  params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
+  tx = optax.sgd(0.1, momentum=0.9)
+  opt = tx.init(params)
 
-  @parameterized.parameters(*([dict(pooling=p, model="vgg16_seg") for p in _ALL_POOLINGS]
-                              + [dict(pooling=m, model="resnet50_seg") for m in _RESNET_MIXES]))
-  def test_one_step(self, pooling, model):
-    net = build_model(model, num_classes=3, width=TINY, pooling=pooling)
-    x = jax.random.uniform(jax.random.PRNGKey(2), (2, 32, 32, 3))
-    y = jax.random.randint(jax.random.PRNGKey(3), (2, 32, 32), 0, 3)
-    variables = _init(net, x)
-    params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
-    tx = optax.sgd(0.1, momentum=0.9)
-    opt = tx.init(params)
+  @jax.jit
+  def step(params, state, opt):
+    def loss_fn(p):
+      logits, new_state = net.apply({"params": p, **state}, x, train=True,
+                                    mutable=list(state.keys()) + ["intermediates"],
+                                    rngs={"dropout": jax.random.PRNGKey(4)})
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_state
+    (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), loss, grads
 
-    @jax.jit
-    def step(params, state, opt):
-      def loss_fn(p):
-        logits, new_state = net.apply({"params": p, **state}, x, train=True,
-                                      mutable=list(state.keys()) + ["intermediates"],
-                                      rngs={"dropout": jax.random.PRNGKey(4)})
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_state
-      (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-      updates, opt = tx.update(grads, opt, params)
-      return optax.apply_updates(params, updates), loss, grads
-
-    new_params, loss, grads = step(params, state, opt)
-    self.assertTrue(np.isfinite(float(loss)))
-    chex.assert_tree_all_finite(grads)
-    moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), params, new_params)
-    self.assertTrue(all(jax.tree_util.tree_leaves(moved["backbone"]["conv1_1" if model.startswith("vgg") else "conv1"])))
+  new_params, loss, grads = step(params, state, opt)
+  assert np.isfinite(float(loss))
+  chex.assert_tree_all_finite(grads)
+  moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), params, new_params)
+  first_conv = "conv1_1" if model.startswith("vgg") else "conv1"
+  assert all(jax.tree_util.tree_leaves(moved["backbone"][first_conv]))
 
 
-# --- converter -------------------------------------------------------------------------------
+# -- converter --------------------------------------------------------------------------------
 def torchvision_vgg16_state_dict(rng, classifier=True):
   """Names and shapes of torchvision.models.vgg16().state_dict(), random values
   (``classifier=False``: the features only, as a features-only checkpoint has)."""
@@ -234,121 +239,122 @@ def reference_resnet50_features(sd, x):
   return x
 
 
-class ConverterTest(parameterized.TestCase):
+def test_vgg16_safetensors_to_orbax_and_features(tmp_path):
+  from safetensors.numpy import save_file
+  sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
+  path = str(tmp_path)
+  save_file(sd, f"{path}/vgg16.safetensors")
+  # The CLI, as a user runs it.
+  subprocess.run([sys.executable, "-m", "ppool_jax.convert", "--arch", "vgg16", "--input",
+                  f"{path}/vgg16.safetensors", "--output", f"{path}/ckpt"], check=True)
+  restored = convert.restore(f"{path}/ckpt")
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
+  ours = VGG16Backbone().apply({"params": restored["params"]}, x)["out"]
+  ref = reference_vgg16_features(sd, x)
+  np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * float(jnp.abs(ref).max()))
 
-  @pytest.mark.slow  # CLI subprocess
-  def test_vgg16_safetensors_to_orbax_and_features(self):
-    from safetensors.numpy import save_file
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
-    path = tempfile.mkdtemp()
-    save_file(sd, f"{path}/vgg16.safetensors")
-    # The CLI, as a user runs it.
-    subprocess.run([sys.executable, "-m", "ppool_jax.convert", "--arch", "vgg16", "--input",
-                    f"{path}/vgg16.safetensors", "--output", f"{path}/ckpt"], check=True)
-    restored = convert.restore(f"{path}/ckpt")
-    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
-    ours = VGG16Backbone().apply({"params": restored["params"]}, x)["out"]
-    ref = reference_vgg16_features(sd, x)
-    np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * float(jnp.abs(ref).max()))
 
-  def test_resnet50_features_and_merge_into_segmentation_model(self):
-    sd = torchvision_resnet50_state_dict(np.random.default_rng(1))
-    converted = convert.convert_state_dict("resnet50", sd)
-    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
-    # "strided_c" everywhere is the vanilla torchvision network.
-    ours = ResNet50Backbone(pooling="strided_c").apply(converted, x)["out"]
-    ref = reference_resnet50_features(sd, x)
-    np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * float(jnp.abs(ref).max()))
-    # Into a P-pooling ResNet50Seg: backbone convs replaced, side branches kept.
-    model = ResNet50Seg(num_classes=21, pooling="p")
-    variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
-    variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
-    merged = convert.merge_backbone(variables, converted)
-    np.testing.assert_array_equal(merged["params"]["backbone"]["layer3_2"]["conv2"]["kernel"],
-                                  np.transpose(sd["layer3.2.conv2.weight"], (2, 3, 1, 0)))
-    np.testing.assert_array_equal(merged["batch_stats"]["backbone"]["bn1"]["var"],
-                                  sd["bn1.running_var"])
-    np.testing.assert_array_equal(
-        merged["params"]["backbone"]["pool_stage2"]["side_branch"]["conv_alpha"]["bias"], 0.0)
+def test_resnet50_features_and_merge_into_segmentation_model():
+  sd = torchvision_resnet50_state_dict(np.random.default_rng(1))
+  converted = convert.convert_state_dict("resnet50", sd)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 3))
+  # "strided_c" everywhere is the vanilla torchvision network.
+  ours = ResNet50Backbone(pooling="strided_c").apply(converted, x)["out"]
+  ref = reference_resnet50_features(sd, x)
+  np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * float(jnp.abs(ref).max()))
+  # Into a P-pooling ResNet50Seg: backbone convs replaced, side branches kept.
+  model = ResNet50Seg(num_classes=21, pooling="p")
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
+  variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
+  merged = convert.merge_backbone(variables, converted)
+  np.testing.assert_array_equal(merged["params"]["backbone"]["layer3_2"]["conv2"]["kernel"],
+                                np.transpose(sd["layer3.2.conv2.weight"], (2, 3, 1, 0)))
+  np.testing.assert_array_equal(merged["batch_stats"]["backbone"]["bn1"]["var"],
+                                sd["bn1.running_var"])
+  np.testing.assert_array_equal(
+      merged["params"]["backbone"]["pool_stage2"]["side_branch"]["conv_alpha"]["bias"], 0.0)
 
-  def test_fc6_fc7_convert_for_fcn8s_and_deeplab_largefov(self):
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(2))
-    converted = convert.convert_state_dict("vgg16", sd)
-    x = jax.random.uniform(jax.random.PRNGKey(5), (1, 224, 224, 3), minval=-1.0, maxval=1.0)
-    model = FCN8s(num_classes=21)
-    variables = jax.eval_shape(lambda: _init(model, x))
-    variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
-    merged = convert.merge_pretrained(variables, converted, "fcn8s")
-    _, inter = model.apply(merged, x, capture_intermediates=True)
-    inter = inter["intermediates"]
-    pool5 = np.asarray(inter["backbone"]["__call__"][0]["out"], np.float64)[0]   # (7, 7, 512)
-    fc7 = np.maximum(np.asarray(inter["fc7"]["__call__"][0], np.float64)[0, 3, 3], 0)
-    # torchvision: classifier[0:5] (Linear, ReLU, Dropout, Linear, ReLU; eval) on the
-    # (C, H, W)-flattened output of the standard 2x2 stride-2 pool5.
-    flat = pool5.transpose(2, 0, 1).reshape(-1)
-    w0, b0, w3, b3 = (sd[k].astype(np.float64) for k in convert._VGG16_FC)
-    ref = np.maximum(w3 @ np.maximum(w0 @ flat + b0, 0) + b3, 0)
-    self.assertGreater(np.abs(ref).max(), 0.1)
-    np.testing.assert_allclose(fc7, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
-    # DeepLab-LargeFOV: the decimated tensors (spatial taps 0, 3, 6; channels 0::4).
-    large = convert.merge_pretrained(
-        jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
-            lambda: _init(DeepLabLargeFOV(num_classes=21), x))), converted, "deeplab_largefov")
-    w6 = sd["classifier.0.weight"].reshape(4096, 512, 7, 7)
-    np.testing.assert_array_equal(large["params"]["fc6"]["kernel"],
-                                  w6[0::4][:, :, [0, 3, 6]][:, :, :, [0, 3, 6]].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(large["params"]["fc7"]["kernel"][0, 0],
-                                  sd["classifier.3.weight"][0::4, 0::4].T)
-    np.testing.assert_array_equal(large["params"]["fc6"]["bias"], sd["classifier.0.bias"][0::4])
-    chex.assert_shape(large["params"]["fc6"]["kernel"], (3, 3, 512, 1024))
 
-  def test_mismatches_are_listed(self):
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
-    sd["features.40.weight"] = np.zeros((3,), np.float32)
-    del sd["features.28.bias"]
-    sd["features.0.weight"] = np.zeros((64, 4, 3, 3), np.float32)
-    with self.assertRaisesRegex(convert.ConversionError,
-                                r"unexpected tensors: features.40.weight \| missing tensors: "
-                                r"features.28.bias \| misshaped tensors: features.0.weight: got "
-                                r"\(64, 4, 3, 3\), expected \(3, 3, 3, 64\)"):
-      convert.convert_state_dict("vgg16", sd)
-    with self.assertRaisesRegex(FileNotFoundError, "weights file not found"):
-      convert.load_state_dict("/nonexistent/vgg16.pth")
+def test_fc6_fc7_convert_for_fcn8s_and_deeplab_largefov():
+  sd = torchvision_vgg16_state_dict(np.random.default_rng(2))
+  converted = convert.convert_state_dict("vgg16", sd)
+  x = jax.random.uniform(jax.random.PRNGKey(5), (1, 224, 224, 3), minval=-1.0, maxval=1.0)
+  model = FCN8s(num_classes=21)
+  variables = jax.eval_shape(lambda: _init(model, x))
+  variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
+  merged = convert.merge_pretrained(variables, converted, "fcn8s")
+  _, inter = model.apply(merged, x, capture_intermediates=True)
+  inter = inter["intermediates"]
+  pool5 = np.asarray(inter["backbone"]["__call__"][0]["out"], np.float64)[0]   # (7, 7, 512)
+  fc7 = np.maximum(np.asarray(inter["fc7"]["__call__"][0], np.float64)[0, 3, 3], 0)
+  # torchvision: classifier[0:5] (Linear, ReLU, Dropout, Linear, ReLU; eval) on the
+  # (C, H, W)-flattened output of the standard 2x2 stride-2 pool5.
+  flat = pool5.transpose(2, 0, 1).reshape(-1)
+  w0, b0, w3, b3 = (sd[k].astype(np.float64) for k in convert._VGG16_FC)
+  ref = np.maximum(w3 @ np.maximum(w0 @ flat + b0, 0) + b3, 0)
+  assert np.abs(ref).max() > 0.1
+  np.testing.assert_allclose(fc7, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
+  # DeepLab-LargeFOV: the decimated tensors (spatial taps 0, 3, 6; channels 0::4).
+  large = convert.merge_pretrained(
+      jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(
+          lambda: _init(DeepLabLargeFOV(num_classes=21), x))), converted, "deeplab_largefov")
+  w6 = sd["classifier.0.weight"].reshape(4096, 512, 7, 7)
+  np.testing.assert_array_equal(large["params"]["fc6"]["kernel"],
+                                w6[0::4][:, :, [0, 3, 6]][:, :, :, [0, 3, 6]].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(large["params"]["fc7"]["kernel"][0, 0],
+                                sd["classifier.3.weight"][0::4, 0::4].T)
+  np.testing.assert_array_equal(large["params"]["fc6"]["bias"], sd["classifier.0.bias"][0::4])
+  chex.assert_shape(large["params"]["fc6"]["kernel"], (3, 3, 512, 1024))
 
-  @pytest.mark.slow  # four CLI subprocesses
-  def test_cli_errors_are_one_line_messages(self):
-    from safetensors.numpy import save_file
-    path = tempfile.mkdtemp()
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
-    del sd["features.28.bias"]
-    save_file(sd, f"{path}/bad.safetensors")
-    os.makedirs(f"{path}/exists")
-    cli = lambda *a: subprocess.run([sys.executable, "-m", "ppool_jax.convert", "--arch", "vgg16",
-                                     *a], capture_output=True, text=True)
-    for args, msg in [(("--input", f"{path}/bad.safetensors", "--output", f"{path}/o1"),
-                       "missing tensors: features.28.bias"),
-                      (("--input", f"{path}/none.safetensors", "--output", f"{path}/o2"),
-                       "weights file not found"),
-                      (("--input", f"{path}/bad.safetensors", "--output", f"{path}/exists"),
-                       "already exists")]:
-      r = cli(*args)
-      self.assertEqual(r.returncode, 2, r.stderr)
-      self.assertNotIn("Traceback", r.stderr)
-      self.assertIn(msg, r.stderr)
-      self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
-    # The output folder is checked before any work: an existing one is left untouched.
-    self.assertEqual(os.listdir(f"{path}/exists"), [])
-    r = cli("--input", f"{path}/bad.safetensors", "--output", f"{path}/o3", "--verbose")
-    self.assertNotEqual(r.returncode, 0)
-    self.assertIn("Traceback", r.stderr)
 
-  def test_pth_via_torch_when_installed(self):
-    torch = pytest.importorskip("torch")
-    sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
-    path = tempfile.mkdtemp() + "/vgg16.pth"
-    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
-    loaded = convert.load_state_dict(path)
-    np.testing.assert_array_equal(loaded["features.0.weight"], sd["features.0.weight"])
+def test_mismatches_are_listed():
+  sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
+  sd["features.40.weight"] = np.zeros((3,), np.float32)
+  del sd["features.28.bias"]
+  sd["features.0.weight"] = np.zeros((64, 4, 3, 3), np.float32)
+  with pytest.raises(convert.ConversionError,
+                     match=r"unexpected tensors: features.40.weight \| missing tensors: "
+                           r"features.28.bias \| misshaped tensors: features.0.weight: got "
+                           r"\(64, 4, 3, 3\), expected \(3, 3, 3, 64\)"):
+    convert.convert_state_dict("vgg16", sd)
+  with pytest.raises(FileNotFoundError, match="weights file not found"):
+    convert.load_state_dict("/nonexistent/vgg16.pth")
+
+
+def test_cli_errors_are_one_line_messages(tmp_path):
+  from safetensors.numpy import save_file
+  path = str(tmp_path)
+  sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
+  del sd["features.28.bias"]
+  save_file(sd, f"{path}/bad.safetensors")
+  os.makedirs(f"{path}/exists")
+  cli = lambda *a: subprocess.run([sys.executable, "-m", "ppool_jax.convert", "--arch", "vgg16",
+                                   *a], capture_output=True, text=True)
+  for args, msg in [(("--input", f"{path}/bad.safetensors", "--output", f"{path}/o1"),
+                     "missing tensors: features.28.bias"),
+                    (("--input", f"{path}/none.safetensors", "--output", f"{path}/o2"),
+                     "weights file not found"),
+                    (("--input", f"{path}/bad.safetensors", "--output", f"{path}/exists"),
+                     "already exists")]:
+    r = cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert msg in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+  # The output folder is checked before any work: an existing one is left untouched.
+  assert os.listdir(f"{path}/exists") == []
+  r = cli("--input", f"{path}/bad.safetensors", "--output", f"{path}/o3", "--verbose")
+  assert r.returncode != 0
+  assert "Traceback" in r.stderr
+
+
+def test_pth_via_torch_when_installed(tmp_path):
+  torch = pytest.importorskip("torch")
+  sd = torchvision_vgg16_state_dict(np.random.default_rng(0), classifier=False)
+  path = str(tmp_path / "vgg16.pth")
+  torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
+  loaded = convert.load_state_dict(path)
+  np.testing.assert_array_equal(loaded["features.0.weight"], sd["features.0.weight"])
 
 
 # -- pooling names (issue #21 item 5) --------------------------------------------------------
@@ -451,7 +457,3 @@ def test_output_stride_is_the_deepest_downsampling(name):
   logits = jax.eval_shape(lambda v, x: model.apply(v, x), jax.eval_shape(
       lambda x: _init(model, x), x), x)
   assert logits.shape == (1, size, size, 3)
-
-
-if __name__ == "__main__":
-  pytest.main([__file__])

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import tiny_config
 from ppool_jax.labels import IGNORE
 from ppool_jax.metrics import segmentation_scores
 from ppool_jax.train import model_from_config, train
@@ -28,8 +27,8 @@ from support import TESTS, saved_steps, subprocess_env
 
 
 @pytest.mark.parametrize("first,second", [("pmap", "mesh"), ("mesh", "pmap")])
-def test_a_checkpoint_resumes_in_the_other_parallel_mode(tmp_path, first, second):
-  cfg = tiny_config.get_config()
+def test_a_checkpoint_resumes_in_the_other_parallel_mode(tmp_path, tiny_cfg, first, second):
+  cfg = tiny_cfg
   cfg.total_steps, cfg.checkpoint_every = 20, 10
   cfg.parallel = first
   straight, _ = train(cfg, str(tmp_path / "straight"))

@@ -13,7 +13,6 @@ import jax
 import numpy as np
 import pytest
 
-import tiny_config
 from ppool_jax.train import loop, model_from_config, train
 from ppool_jax.train.guard import NonFiniteTrainingError, new_record
 from ppool_jax.train.inputs import num_classes, sources, train_loader
@@ -68,12 +67,12 @@ def _rows(workdir, split="train"):
 
 
 def test_async_loop_logs_what_a_synchronous_loop_reads_and_stops_on_device_count(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch, tiny_cfg):
   """Steps 3 and 7 are skipped (non-finite); 12-14 are three skips in a row, the limit: the
   loop (reading the device only on logging/checkpoint steps) stops at the next one, 15,
   naming step 14, before checkpointing it. Its logged rows equal a per-step synchronous
   reading of the same steps."""
-  cfg = tiny_config.get_config()
+  cfg = tiny_cfg
   cfg.total_steps, cfg.log_every, cfg.checkpoint_every = 20, 5, 5
   cfg.max_consecutive_nonfinite = 3
   cfg.parallel = "pmap"
@@ -107,11 +106,11 @@ def test_async_loop_logs_what_a_synchronous_loop_reads_and_stops_on_device_count
 
 
 @pytest.mark.parametrize("mode", ["pmap", "mesh"])
-def test_prefetched_batches_give_bitwise_the_same_steps(mode):
+def test_prefetched_batches_give_bitwise_the_same_steps(mode, tiny_cfg):
   """Batches placed ahead (``prefetch`` 2 and 1) and the loader's host arrays handed to the
   step as they are (pmap: split over the devices, not placed): the same states and metrics,
   bit for bit, on 8 devices."""
-  cfg = tiny_config.get_config()
+  cfg = tiny_cfg
   cfg.parallel = mode
   runner, state, loader = _setup(cfg, jax.local_devices()[:8])
   steps = 3

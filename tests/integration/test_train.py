@@ -16,7 +16,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-import tiny_config
 from ppool_jax.train import make_train_step, model_from_config, train
 from ppool_jax.train.checkpoints import Checkpoints, NonFiniteStateError
 from ppool_jax.train.preflight import ConfigError, check_config
@@ -77,7 +76,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
 
 
 def test_schedules():
-  cfg = tiny_config.get_config()
+  cfg = tiny_cfg()
   cfg.optim.learning_rate, cfg.optim.step_boundaries, cfg.optim.step_factor = 1.0, (6000,), 0.1
   sched = learning_rate_schedule(cfg, 10_000)
   assert float(sched(5999)) == pytest.approx(1.0) and float(sched(6001)) == pytest.approx(0.1)

@@ -2,7 +2,6 @@
 and the start-up summary (issue #24 items 4 and 6)."""
 
 import os
-import subprocess
 import sys
 
 import jax
@@ -17,7 +16,6 @@ from ppool_jax.train import train
 from ppool_jax.train.preflight import ConfigError, check_config, require_valid
 from ppool_jax.train.runs import build_model
 from ppool_jax.train.summary import format_facts, parameter_counts, startup_facts
-from support import ROOT
 
 
 def test_error_message_is_one_clean_line():
@@ -54,8 +52,8 @@ def _voc_cfg(root):
   return cfg
 
 
-def test_check_config_reports_every_problem_together(tmp_path):
-  assert check_config(tiny_config.get_config(), 1, 8) == []
+def test_check_config_reports_every_problem_together(tmp_path, tiny_cfg):
+  assert check_config(tiny_cfg, 1, 8) == []
   os.makedirs(tmp_path / "VOC2012" / "JPEGImages")        # no SBD
   cfg = _voc_cfg(tmp_path / "VOC2012")
   cfg.global_batch_size = 10
@@ -75,8 +73,8 @@ def test_check_config_reports_every_problem_together(tmp_path):
   assert check_config(cfg, 1, 10, resuming=True) == problems[:4]
 
 
-def test_check_config_names_unknown_and_missing_fields_and_every_dataset():
-  cfg = tiny_config.get_config()
+def test_check_config_names_unknown_and_missing_fields_and_every_dataset(tiny_cfg):
+  cfg = tiny_cfg
   cfg.model.poolng = "max"                                 # a typo in a config file
   del cfg.distributed                                      # a config not built on base_config
   assert check_config(cfg) == [
@@ -90,8 +88,8 @@ def test_check_config_names_unknown_and_missing_fields_and_every_dataset():
                                "synthetic, synthetic_detail, voc_aug."]
 
 
-def test_train_stops_before_writing_anything(tmp_path):
-  cfg = tiny_config.get_config()
+def test_train_stops_before_writing_anything(tmp_path, tiny_cfg):
+  cfg = tiny_cfg
   cfg.global_batch_size, cfg.model.pretrained = 7, str(tmp_path / "weights")
   with pytest.raises(ConfigError, match=r"^2 problems found before training: global batch 7 "
                      r"must divide into 1 processes x 8 devices\. \| pretrained weights not found"):
@@ -101,8 +99,8 @@ def test_train_stops_before_writing_anything(tmp_path):
     require_valid(cfg, 1, 7)
 
 
-def test_startup_summary_counts():
-  cfg = tiny_config.get_config()                 # vgg16_seg, blocks (4,), (8,), (8,), P-pooling
+def test_startup_summary_counts(tiny_cfg):
+  cfg = tiny_cfg                                 # vgg16_seg, blocks (4,), (8,), (8,), P-pooling
   model = build_model(cfg, 6)
   params = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0),
                                               "dropout": jax.random.PRNGKey(1)},
@@ -122,28 +120,3 @@ def test_startup_summary_counts():
   text = format_facts(facts)
   assert "resumes from step 40 of 120" in text and "8 devices x 1 per device" in text
   assert f"side branches {side:,}" in text and "parallel pmap" in text
-
-
-def _train_cli(*args):
-  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "ppool_jax.train", *args], env=env,
-                        capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow  # two CLI subprocesses
-def test_train_cli_reports_all_problems_in_one_line(tmp_path):
-  """The README's VOC command without the data and weights: the three problems a user used to
-  meet one at a time, each after a traceback, now in one line, before anything is written."""
-  args = ["--config", "table1:voc_aug,vgg16,p", "--workdir", str(tmp_path / "run"),
-          f"--config.dataset.root={tmp_path}/VOC2012", f"--config.model.pretrained={tmp_path}/w"]
-  r = _train_cli(*args)
-  assert r.returncode == 2, r.stderr
-  lines = r.stderr.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("ppool_jax.train: error: 3 problems"), r.stderr
-  for text in ("dataset folder not found", "global batch 10 must divide into 1 processes x 8",
-               "pretrained weights not found"):
-    assert text in lines[0]
-  assert not os.path.exists(tmp_path / "run")
-  r = _train_cli(*args, "--verbose")
-  assert r.returncode != 0 and "Traceback" in r.stderr and "ConfigError: 3 problems" in r.stderr

@@ -1,71 +1,24 @@
 """The ``folder`` dataset (a dataset of one's own from the config), Cityscapes train-id
 files, colour labels, and label validation before training (issue #24 items 2 and 5)."""
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import tiny_config
+from folder_data import CLASSES, folder_cfg, make_folder, spoil_labels, write_png
 from ppool_jax.data import FolderSource
 from ppool_jax.data.check import LabelCheckError, check_labels
 from ppool_jax.data.custom import folder_spec, label_tables
 from ppool_jax.data.folders import ColourLabelError, DatasetError, read_example
 from ppool_jax.train import inputs
 from ppool_jax.train.runs import IncompatibleRunError, check_compatible, config_to_json
-from support import ROOT
-
-CLASSES = ("background", "road", "pole")
-
-
-def _png(path, array, mode=None):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  Image.fromarray(array, mode).save(path)
-
-
-def _label(seed, size=(20, 24), ids=3, ignore=255):
-  """Class ids 0..ids-1 in blocks (so a tiny net can learn them), a row of ``ignore``."""
-  rng = np.random.default_rng(seed)
-  lab = np.repeat(np.repeat(rng.integers(0, ids, (size[0] // 4, size[1] // 4)), 4, 0), 4, 1)
-  lab = lab.astype(np.uint8)
-  lab[0] = ignore
-  return lab
-
-
-def make_folder(root, splits=(("train", 4), ("val", 2)), ignore=255, offset=0, nested=False):
-  """``root/images/<split>/[sub/]img_<i>.png`` and ``root/annotations/<split>/...png``; the
-  image is the label's colour code. Returns ``{(split, key): label}``."""
-  labels = {}
-  for s, (split, n) in enumerate(splits):
-    for i in range(n):
-      key = os.path.join("sub", f"img_{i}") if nested and i % 2 else f"img_{i}"
-      lab = _label(100 * s + i, ignore=ignore)
-      lab[1, :3] = (0, 1, 2)  # every class in every file
-      raw = np.where(lab == ignore, lab, lab + offset).astype(np.uint8)
-      _png(os.path.join(root, "images", split, key + ".png"),
-           np.stack([lab * 80, 255 - lab * 80, lab * 40], -1).astype(np.uint8))
-      _png(os.path.join(root, "annotations", split, key + ".png"), raw)
-      labels[(split, key)] = lab
-  return labels
-
-
-def _cfg(root, **folder):
-  cfg = tiny_config.get_config()
-  cfg.dataset.name, cfg.dataset.root = "folder", str(root)
-  cfg.dataset.folder.classes = CLASSES
-  cfg.dataset.folder.img_suffix = ".png"
-  for k, v in folder.items():
-    cfg.dataset.folder[k] = v
-  return cfg
 
 
 def test_folder_dataset_reads_labels_and_names_its_classes(tmp_path):
   labels = make_folder(tmp_path, nested=True)
-  cfg = _cfg(tmp_path, palette=((0, 0, 0), (128, 64, 128), (153, 153, 153)))
+  cfg = folder_cfg(tmp_path, palette=((0, 0, 0), (128, 64, 128), (153, 153, 153)))
   assert inputs.num_classes(cfg) == 3 and inputs.class_names(cfg) == CLASSES
   assert inputs.palette(cfg)[1] == (128, 64, 128)
   train, val = inputs.sources(cfg)
@@ -84,7 +37,7 @@ def test_reduce_zero_label_and_a_custom_ignore_index_map_to_the_pipeline_ignore(
   path = str(tmp_path / "annotations" / "val" / "img_0.png")
   raw = np.asarray(Image.open(path)).copy()
   raw[2, :5] = 0
-  _png(path, raw)
+  write_png(path, raw)
   spec = folder_spec(CLASSES, img_suffix=".png", ignore_index=254, reduce_zero_label=True)
   got = FolderSource(spec, str(tmp_path), "val")[0]["label"]
   expected = np.where((raw == 0) | (raw == 254), 255, raw.astype(int) - 1)
@@ -128,7 +81,7 @@ def test_split_files_select_the_examples(tmp_path):
   os.makedirs(tmp_path / "splits")
   (tmp_path / "splits" / "train.txt").write_text("img_0\nimg_3\n\nimg_4\n")
   (tmp_path / "splits" / "val.txt").write_text("img_1\n")
-  cfg = _cfg(tmp_path, img_dir="images/all", ann_dir="annotations/all",
+  cfg = folder_cfg(tmp_path, img_dir="images/all", ann_dir="annotations/all",
              split_file="splits/{split}.txt")
   train, val = inputs.sources(cfg)
   assert [e.key for e in train.examples] == ["img_0", "img_3", "img_4"]
@@ -141,16 +94,16 @@ def test_split_files_select_the_examples(tmp_path):
 def test_folder_errors_name_the_paths(tmp_path):
   make_folder(tmp_path)
   with pytest.raises(DatasetError, match=r"folder \(train\): img_dir not found: .*images/trainid"):
-    inputs.sources(_cfg(tmp_path, img_dir="images/{split}id"))
+    inputs.sources(folder_cfg(tmp_path, img_dir="images/{split}id"))
   with pytest.raises(DatasetError, match=r"no \*\.jpg image under .*images/train"):
     FolderSource(folder_spec(CLASSES), str(tmp_path), "train")
   os.remove(tmp_path / "annotations" / "val" / "img_1.png")
   with pytest.raises(DatasetError, match=r"1 files of 2 examples not found .*\n  "
                                          r".*annotations/val/img_1.png"):
-    inputs.sources(_cfg(tmp_path))
+    inputs.sources(folder_cfg(tmp_path))
   with pytest.raises(DatasetError, match=r"contain no \{split\}.*'train' and eval_split 'val'"):
-    inputs.sources(_cfg(tmp_path, img_dir="images/train", ann_dir="annotations/train"))
-  cfg = _cfg(tmp_path)
+    inputs.sources(folder_cfg(tmp_path, img_dir="images/train", ann_dir="annotations/train"))
+  cfg = folder_cfg(tmp_path)
   cfg.dataset.reader = "tfds"
   with pytest.raises(ValueError, match="reads its files directly: set dataset.reader='folder'"):
     inputs.sources(cfg)
@@ -165,13 +118,13 @@ def test_cityscapes_reads_train_id_files(tmp_path):
   rng = np.random.default_rng(0)
   for city, kind in (("aachen", "labelTrainIds"), ("bochum", "labelIds")):
     stem = f"{city}_000000_000019"
-    _png(str(root / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png"),
+    write_png(str(root / "leftImg8bit" / "train" / city / f"{stem}_leftImg8bit.png"),
          np.zeros((8, 8, 3), np.uint8))
     lab = rng.integers(0, 19, (8, 8)).astype(np.uint8)
     lab[0] = 255
     if kind == "labelIds":
       lab = np.full((8, 8), 26, np.uint8)  # car
-    _png(str(root / "gtFine" / "train" / city / f"{stem}_gtFine_{kind}.png"), lab)
+    write_png(str(root / "gtFine" / "train" / city / f"{stem}_gtFine_{kind}.png"), lab)
   src = FolderSource("cityscapes", str(root), "train")
   trained = np.asarray(Image.open(root / "gtFine" / "train" / "aachen" /
                                   "aachen_000000_000019_gtFine_labelTrainIds.png"))
@@ -179,7 +132,7 @@ def test_cityscapes_reads_train_id_files(tmp_path):
   assert (src[1]["label"] == 13).all()                             # label id 26 -> car (13)
   bad = trained.copy()
   bad[1, 1] = 19                                                   # not a train id
-  _png(str(root / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelTrainIds.png"),
+  write_png(str(root / "gtFine" / "train" / "aachen" / "aachen_000000_000019_gtFine_labelTrainIds.png"),
        bad)
   with pytest.raises(DatasetError, match=r"labelTrainIds.png has ids out of range: \[19\]"):
     src[0]
@@ -196,14 +149,14 @@ def test_colour_labels_are_rejected_as_such_and_palette_labels_read(tmp_path):
   assert Image.open(path).mode == "P"
   np.testing.assert_array_equal(FolderSource(spec, str(tmp_path), "val")[0]["label"], lab)
   colours = np.array([[0, 0, 0], [128, 64, 128], [153, 153, 153]] + [[9, 9, 9]] * 253, np.uint8)
-  _png(path, colours[lab])
+  write_png(path, colours[lab])
   with pytest.raises(ColourLabelError, match=r"img_0.png is a colour \(RGB\) image.*greyscale "
                                              r"\('L'\) or palette \('P'\) PNG.*map each colour"):
     FolderSource(spec, str(tmp_path), "val")[0]
-  _png(path, np.stack([lab] * 3, -1))
+  write_png(path, np.stack([lab] * 3, -1))
   with pytest.raises(ColourLabelError, match="three channels are equal: keep one"):
     read_example(FolderSource(spec, str(tmp_path), "val").examples[0], spec)
-  _png(path, np.stack([lab, lab], -1), "LA")
+  write_png(path, np.stack([lab, lab], -1), "LA")
   with pytest.raises(DatasetError, match="img_0.png has mode 'LA'; labels must be single-channel"):
     FolderSource(spec, str(tmp_path), "val")[0]
   wide = lab.astype(np.uint16)
@@ -216,24 +169,10 @@ def test_colour_labels_are_rejected_as_such_and_palette_labels_read(tmp_path):
   np.testing.assert_array_equal(FolderSource(spec, str(tmp_path), "val")[0]["label"], lab)
 
 
-def _spoil(root):
-  """Two files with out-of-range ids (7 in both, 9 in one), one colour label, one size
-  mismatch (val), one undecodable label."""
-  ann = os.path.join(root, "annotations")
-  for name, ids in (("img_0", (7,)), ("img_2", (7, 9))):
-    lab = np.asarray(Image.open(os.path.join(ann, "train", name + ".png"))).copy()
-    lab[2, : len(ids)] = ids
-    _png(os.path.join(ann, "train", name + ".png"), lab)
-  _png(os.path.join(ann, "train", "img_1.png"), np.zeros((20, 24, 3), np.uint8))
-  with open(os.path.join(ann, "train", "img_3.png"), "wb") as f:
-    f.write(b"not a png")
-  _png(os.path.join(ann, "val", "img_1.png"), np.zeros((10, 10), np.uint8))
-
-
 def test_label_check_reports_every_problem_with_its_files(tmp_path):
   make_folder(tmp_path)
-  _spoil(str(tmp_path))
-  cfg = _cfg(tmp_path)
+  spoil_labels(str(tmp_path))
+  cfg = folder_cfg(tmp_path)
   train, _ = inputs.sources(cfg, check=False)
   report = check_labels(train, "train", num_workers=2)
   assert report.bad_files == 4 and report.num_files == 4
@@ -263,15 +202,15 @@ def test_label_check_counts_pixels_per_class(tmp_path):
   lab = np.zeros((20, 24), np.uint8)
   lab[0] = 255
   lab[5:] = 1
-  _png(str(tmp_path / "annotations" / "val" / "img_0.png"), lab)
-  _, val = inputs.sources(_cfg(tmp_path), check=False)
+  write_png(str(tmp_path / "annotations" / "val" / "img_0.png"), lab)
+  _, val = inputs.sources(folder_cfg(tmp_path), check=False)
   report = check_labels(val, "val")
   assert report.problems() == [] and report.pixels.tolist() == [4 * 24, 15 * 24, 0, 24]
   assert report.absent_classes() == ["pole"]
 
 
-def test_fields_added_since_a_run_started_resume_at_their_default(tmp_path):
-  cfg = tiny_config.get_config()
+def test_fields_added_since_a_run_started_resume_at_their_default(tmp_path, tiny_cfg):
+  cfg = tiny_cfg
   stored = config_to_json(cfg)
   del stored["dataset"]["folder"], stored["dataset"]["check_labels"]
   check_compatible(str(tmp_path), stored, cfg)
@@ -279,40 +218,3 @@ def test_fields_added_since_a_run_started_resume_at_their_default(tmp_path):
   with pytest.raises(IncompatibleRunError, match=r"dataset.folder.reduce_zero_label <missing> "
                                                  r"-> True"):
     check_compatible(str(tmp_path), stored, cfg)
-
-
-@pytest.mark.slow  # end-to-end: compiles a train and an eval step
-def test_train_and_evaluate_on_a_folder_dataset(tmp_path):
-  """A short end-to-end run: the class names reach the metrics and the run's config.json."""
-  from ppool_jax.train import train
-  make_folder(tmp_path / "data", splits=(("train", 8), ("val", 2)))
-  cfg = _cfg(tmp_path / "data")
-  cfg.total_steps, cfg.eval_every, cfg.checkpoint_every = 6, 6, 6
-  cfg.dataset.crop_size, cfg.alpha_diagnostics = 16, False
-  _, scores = train(cfg, str(tmp_path / "run"))
-  assert {"iou/background", "iou/road", "iou/pole"} <= set(scores)
-  assert 0.0 <= scores["miou"] <= 1.0
-  with open(tmp_path / "run" / "config.json") as f:
-    record = json.load(f)
-  assert record["class_names"] == list(CLASSES) and record["num_classes"] == 3
-  assert record["config"]["dataset"]["folder"]["classes"] == list(CLASSES)
-
-
-@pytest.mark.slow  # a CLI subprocess
-def test_check_cli_lists_problems_and_exits_nonzero(tmp_path):
-  make_folder(tmp_path)
-  cmd = [sys.executable, "-m", "ppool_jax.data.check", "--config",
-         os.path.join(ROOT, "tests", "tiny_config.py"), "--config.dataset.name=folder",
-         f"--config.dataset.root={tmp_path}", "--config.dataset.folder.img_suffix=.png",
-         "--config.dataset.folder.classes=('background','road','pole')"]
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  ok = subprocess.run(cmd, env=env, capture_output=True, text=True)
-  assert ok.returncode == 0, ok.stderr
-  assert "folder/train: 4 label files, OK" in ok.stdout and "pixels: background" in ok.stdout
-  _spoil(str(tmp_path))
-  bad = subprocess.run(cmd, env=env, capture_output=True, text=True)
-  assert bad.returncode == 1 and "id 7 in 2 files" in bad.stdout and "colour (RGB)" in bad.stdout
-  missing = subprocess.run(cmd[:-1] + [cmd[-1], "--config.dataset.root=/nonexistent"], env=env,
-                           capture_output=True, text=True)
-  assert missing.returncode == 2
-  assert "ppool_jax.data.check: error: folder: dataset folder not found" in missing.stderr

@@ -1,28 +1,13 @@
 """The committed demo result cannot go stale (issue #20 item 6): ``make demo`` prints its
-results as the Markdown table of ``experiments/results/demo.md``, and the slow test reruns the
-demo and requires the same rows, to the 4 printed decimals (``make demo-check`` runs it alone).
+results as the Markdown table of ``experiments/results/demo.md``, and
+tests/integration/test_demo_rerun.py reruns the demo and requires the same rows, to the 4
+printed decimals (``make demo-check`` runs it alone).
 
 The demo is deterministic on one machine kind (XLA CPU, one device, as ``make demo`` runs it);
 a change to the numerics must regenerate demo.md (see the file's header)."""
 
-import os
-import pathlib
-import subprocess
-import sys
-
-import pytest
-
 from ppool_jax import demo
-import support
-
-ROOT = pathlib.Path(support.ROOT)
-
-DEMO_MD = ROOT / "experiments" / "results" / "demo.md"
-
-
-def table_rows(text: str) -> list[str]:
-  """The Markdown table lines of ``text`` (lines starting with ``|``), stripped."""
-  return [line.strip() for line in text.splitlines() if line.startswith("|")]
+from support import DEMO_MD, table_rows
 
 
 SCORES = {"miou": 0.44304, "pixel_accuracy": 0.9, "boundary_f": 0.50956,
@@ -48,18 +33,3 @@ def test_provenance_names_the_recorded_commit(tmp_path):
   (tmp_path / "config.json").write_text('{"git_commit": "abc123", "git_dirty": true}')
   assert demo.provenance(str(tmp_path)).startswith("commit abc123 (uncommitted changes), ppool_jax ")
   assert demo.provenance(str(tmp_path / "none")).startswith("not a git checkout, ")
-
-
-@pytest.mark.slow
-def test_make_demo_reproduces_demo_md(tmp_path):
-  """Reruns the demo as ``make demo`` does (one CPU device; a few minutes on 2 cores)."""
-  env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=str(ROOT))
-  result = subprocess.run([sys.executable, "-m", "ppool_jax.demo", "--workdir",
-                           str(tmp_path / "demo")], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=3600)
-  assert result.returncode == 0, result.stderr[-3000:]
-  printed = table_rows(result.stdout)
-  assert printed == table_rows(DEMO_MD.read_text()), (
-      "make demo no longer prints experiments/results/demo.md's table; if the change of the "
-      "numerics is intended, regenerate demo.md (command, commit, table, demo.png):\n" +
-      "\n".join(printed))

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import mpmath
 import numpy as np
 import pytest
-from absl.testing import parameterized
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -88,113 +87,122 @@ CASES = [
 ]
 
 
-class ReferenceTest(parameterized.TestCase):
+# -- reference --------------------------------------------------------------------------------
 
-  @parameterized.product(case=CASES, alpha=[0.0, 0.5, 1.0, 2.5, 9.0])
-  def test_matches_numpy_eq_1_3_4(self, case, alpha):
-    window, strides, padding, spatial = case
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0.2, 2.0, (2,) + spatial + (3,)).astype(np.float32)
-    pads = pads_for(x.shape, window, strides, padding)
-    y0 = p_pool(x, alpha, window, strides, padding)
-    ct = rng.normal(size=y0.shape)
-    # A dense alpha map, varying per position, exercises per-output gradients.
-    amap = (alpha * rng.uniform(0.5, 1.5, y0.shape)).astype(np.float32)
-    y, gx, ga = _vjp(jnp.asarray(x), jnp.asarray(amap), jnp.asarray(ct, jnp.float32),
-                     window, strides, padding)
-    ry, rgx, rga = reference(x, amap, window, strides, pads, ct)
-    np.testing.assert_allclose(y, ry, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(ga, rga, rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 2.5, 9.0])
+def test_matches_numpy_eq_1_3_4(case, alpha):
+  window, strides, padding, spatial = case
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0.2, 2.0, (2,) + spatial + (3,)).astype(np.float32)
+  pads = pads_for(x.shape, window, strides, padding)
+  y0 = p_pool(x, alpha, window, strides, padding)
+  ct = rng.normal(size=y0.shape)
+  # A dense alpha map, varying per position, exercises per-output gradients.
+  amap = (alpha * rng.uniform(0.5, 1.5, y0.shape)).astype(np.float32)
+  y, gx, ga = _vjp(jnp.asarray(x), jnp.asarray(amap), jnp.asarray(ct, jnp.float32),
+                   window, strides, padding)
+  ry, rgx, rga = reference(x, amap, window, strides, pads, ct)
+  np.testing.assert_allclose(y, ry, rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(ga, rga, rtol=1e-4, atol=1e-5)
 
-  @parameterized.product(alpha=[0.0, 0.7, 3.0], case=CASES[:4] + CASES[5:])
-  def test_paper_eq_2_with_the_feature_map_minimum(self, alpha, case):
-    window, strides, padding, spatial = case
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=(2,) + spatial + (3,)).astype(np.float32)
-    pads = pads_for(x.shape, window, strides, padding)
-    y0 = p_pool(x, alpha, window, strides, padding, shift="map")
-    ct = rng.normal(size=y0.shape)
-    amap = (alpha * rng.uniform(0.5, 1.5, y0.shape)).astype(np.float32)
-    for shift in ("map", True):  # True means the paper's form
-      y, gx, ga = _vjp(jnp.asarray(x), jnp.asarray(amap), jnp.asarray(ct, jnp.float32), window,
-                       strides, padding, shift=shift)
-      with np.errstate(all="ignore"):
-        ry, rgx, rga = reference(x, amap, window, strides, pads, ct, shift="map")
-      np.testing.assert_allclose(y, ry, rtol=2e-5, atol=2e-6)
-      np.testing.assert_allclose(ga, rga, rtol=1e-4, atol=1e-5)
-      if alpha == 0.0 or alpha >= 1.0:  # 0 < a < 1: z^(a-1) at the map minimum is inf
-        np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
 
-  def test_paper_eq_2_gradient_matches_float64_finite_differences(self):
-    # Independent of the reference's formulas: central differences of the forward.
-    with jax.enable_x64(True):
-      rng = np.random.default_rng(12)
-      x = jnp.asarray(rng.normal(size=(2, 5, 6, 2)))
-      a = jnp.asarray(rng.uniform(1.5, 4.0, (2, 3, 3, 2)))
-      check_grads(lambda x, a: p_pool(x, a, (3, 3), (2, 2), "SAME", shift="map"), (x, a),
-                  order=1, modes=["rev"], eps=1e-6)
-
-  def test_paper_eq_2_is_continuous_at_alpha_0_and_average_there(self):
-    rng = np.random.default_rng(13)
-    x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
-    avg = x.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4))
-    y0 = p_pool(x, 0.0, (2, 2), (2, 2), shift="map")
-    np.testing.assert_allclose(y0, avg, atol=1e-6)
-    # Only the window holding the map minimum has a zero after the shift (Eq. 1's own
-    # 0^alpha discontinuity); everywhere else alpha -> 0+ converges to the average.
-    holds_min = (x == x.min(axis=(1, 2), keepdims=True)).reshape(2, 4, 2, 4, 2, 3).any(axis=(2, 4))
-    for eps in (1e-3, 1e-5):
-      y = np.asarray(p_pool(x, eps, (2, 2), (2, 2), shift="map"))
-      assert np.abs(y - avg)[~holds_min].max() < 20 * eps * np.abs(x).max()
-    # The window form jumps: alpha -> 0+ is the mean of the three largest members.
-    top3 = np.sort(x.reshape(2, 4, 2, 4, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(2, 4, 4, 3, 4),
-                   axis=-1)[..., 1:].mean(-1)
-    yw = p_pool(x, 1e-6, (2, 2), (2, 2), shift="window")
-    np.testing.assert_allclose(yw, top3, rtol=1e-4, atol=1e-4)
-    assert np.abs(np.asarray(yw) - avg).max() > 0.1
-
-  def test_two_member_windows_learn_alpha_only_with_the_map_minimum(self):
-    x = jnp.asarray(np.random.default_rng(14).normal(size=(1, 8, 2)), jnp.float32)
-    for alpha in (0.5, 2.0, 20.0):
-      g = {m: jax.grad(lambda a: p_pool(x, a, (2,), (2,), shift=m).sum())(jnp.float32(alpha))
-           for m in ("map", "window")}
-      y = p_pool(x, alpha, (2,), (2,), shift="window")
-      # The window form is max pooling (up to the rounding of (max - min) + min).
-      np.testing.assert_allclose(y, nn.max_pool(x, (2,), (2,)), rtol=1e-6, atol=1e-6)
-      assert float(g["window"]) == 0.0 and abs(float(g["map"])) > 1e-6
-
-  @parameterized.product(alpha=[0.0, 0.7, 3.0], case=[CASES[1], CASES[6]])
-  def test_window_minimum_form_matches_numpy(self, alpha, case):
-    window, strides, padding, spatial = case
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(2,) + spatial + (3,)).astype(np.float32)
-    pads = pads_for(x.shape, window, strides, padding)
-    out = p_pool(x, alpha, window, strides, padding, shift="window")
-    ct = rng.normal(size=out.shape)
-    # Keep the window minimum out of the reference's z**(a-1) at z = 0 (inf * 0):
-    # compare only away from that convention by using alpha >= 1 or alpha = 0.
-    a = jnp.full((3,), alpha, jnp.float32)
-    y, gx, ga = _vjp(jnp.asarray(x), a, jnp.asarray(ct, jnp.float32), window, strides, padding,
-                     shift="window")
+@pytest.mark.parametrize("alpha", [0.0, 0.7, 3.0])
+@pytest.mark.parametrize("case", CASES[:4] + CASES[5:])
+def test_paper_eq_2_with_the_feature_map_minimum(alpha, case):
+  window, strides, padding, spatial = case
+  rng = np.random.default_rng(11)
+  x = rng.normal(size=(2,) + spatial + (3,)).astype(np.float32)
+  pads = pads_for(x.shape, window, strides, padding)
+  y0 = p_pool(x, alpha, window, strides, padding, shift="map")
+  ct = rng.normal(size=y0.shape)
+  amap = (alpha * rng.uniform(0.5, 1.5, y0.shape)).astype(np.float32)
+  for shift in ("map", True):  # True means the paper's form
+    y, gx, ga = _vjp(jnp.asarray(x), jnp.asarray(amap), jnp.asarray(ct, jnp.float32), window,
+                     strides, padding, shift=shift)
     with np.errstate(all="ignore"):
-      ry, rgx, rga = reference(x, alpha, window, strides, pads, ct, shift="window")
+      ry, rgx, rga = reference(x, amap, window, strides, pads, ct, shift="map")
     np.testing.assert_allclose(y, ry, rtol=2e-5, atol=2e-6)
-    if alpha == 0.0 or alpha >= 1.0:
+    np.testing.assert_allclose(ga, rga, rtol=1e-4, atol=1e-5)
+    if alpha == 0.0 or alpha >= 1.0:  # 0 < a < 1: z^(a-1) at the map minimum is inf
       np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(ga, rga.sum(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
 
-  def test_alpha_gradient_comes_back_in_alphas_shape(self):
-    rng = np.random.default_rng(2)
-    x = jnp.asarray(rng.uniform(0.1, 1.0, (2, 3, 6, 6, 4)), jnp.float32)
-    ct = jnp.asarray(rng.normal(size=(2, 3, 3, 3, 4)), jnp.float32)
-    full = jnp.full((2, 3, 3, 3, 4), 2.0)
-    _, _, g_full = _vjp(x, full, ct, (2, 2), (2, 2))
-    for shape, axes in [((), (0, 1, 2, 3, 4)), ((4,), (0, 1, 2, 3)), ((3, 1, 1, 4), (0, 2, 3)),
-                        ((1, 3, 3, 1), (0, 1, 4))]:
-      _, _, g = _vjp(x, jnp.full(shape, 2.0), ct, (2, 2), (2, 2))
-      chex.assert_shape(g, shape)
-      np.testing.assert_allclose(g, g_full.sum(axis=axes).reshape(shape), rtol=1e-5, atol=1e-5)
+
+def test_paper_eq_2_gradient_matches_float64_finite_differences():
+  # Independent of the reference's formulas: central differences of the forward.
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(12)
+    x = jnp.asarray(rng.normal(size=(2, 5, 6, 2)))
+    a = jnp.asarray(rng.uniform(1.5, 4.0, (2, 3, 3, 2)))
+    check_grads(lambda x, a: p_pool(x, a, (3, 3), (2, 2), "SAME", shift="map"), (x, a),
+                order=1, modes=["rev"], eps=1e-6)
+
+
+def test_paper_eq_2_is_continuous_at_alpha_0_and_average_there():
+  rng = np.random.default_rng(13)
+  x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+  avg = x.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4))
+  y0 = p_pool(x, 0.0, (2, 2), (2, 2), shift="map")
+  np.testing.assert_allclose(y0, avg, atol=1e-6)
+  # Only the window holding the map minimum has a zero after the shift (Eq. 1's own
+  # 0^alpha discontinuity); everywhere else alpha -> 0+ converges to the average.
+  holds_min = (x == x.min(axis=(1, 2), keepdims=True)).reshape(2, 4, 2, 4, 2, 3).any(axis=(2, 4))
+  for eps in (1e-3, 1e-5):
+    y = np.asarray(p_pool(x, eps, (2, 2), (2, 2), shift="map"))
+    assert np.abs(y - avg)[~holds_min].max() < 20 * eps * np.abs(x).max()
+  # The window form jumps: alpha -> 0+ is the mean of the three largest members.
+  top3 = np.sort(x.reshape(2, 4, 2, 4, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(2, 4, 4, 3, 4),
+                 axis=-1)[..., 1:].mean(-1)
+  yw = p_pool(x, 1e-6, (2, 2), (2, 2), shift="window")
+  np.testing.assert_allclose(yw, top3, rtol=1e-4, atol=1e-4)
+  assert np.abs(np.asarray(yw) - avg).max() > 0.1
+
+
+def test_two_member_windows_learn_alpha_only_with_the_map_minimum():
+  x = jnp.asarray(np.random.default_rng(14).normal(size=(1, 8, 2)), jnp.float32)
+  for alpha in (0.5, 2.0, 20.0):
+    g = {m: jax.grad(lambda a: p_pool(x, a, (2,), (2,), shift=m).sum())(jnp.float32(alpha))
+         for m in ("map", "window")}
+    y = p_pool(x, alpha, (2,), (2,), shift="window")
+    # The window form is max pooling (up to the rounding of (max - min) + min).
+    np.testing.assert_allclose(y, nn.max_pool(x, (2,), (2,)), rtol=1e-6, atol=1e-6)
+    assert float(g["window"]) == 0.0 and abs(float(g["map"])) > 1e-6
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7, 3.0])
+@pytest.mark.parametrize("case", [CASES[1], CASES[6]])
+def test_window_minimum_form_matches_numpy(alpha, case):
+  window, strides, padding, spatial = case
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2,) + spatial + (3,)).astype(np.float32)
+  pads = pads_for(x.shape, window, strides, padding)
+  out = p_pool(x, alpha, window, strides, padding, shift="window")
+  ct = rng.normal(size=out.shape)
+  # Keep the window minimum out of the reference's z**(a-1) at z = 0 (inf * 0):
+  # compare only away from that convention by using alpha >= 1 or alpha = 0.
+  a = jnp.full((3,), alpha, jnp.float32)
+  y, gx, ga = _vjp(jnp.asarray(x), a, jnp.asarray(ct, jnp.float32), window, strides, padding,
+                   shift="window")
+  with np.errstate(all="ignore"):
+    ry, rgx, rga = reference(x, alpha, window, strides, pads, ct, shift="window")
+  np.testing.assert_allclose(y, ry, rtol=2e-5, atol=2e-6)
+  if alpha == 0.0 or alpha >= 1.0:
+    np.testing.assert_allclose(gx, rgx, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(ga, rga.sum(axis=(0, 1, 2)), rtol=1e-4, atol=1e-4)
+
+
+def test_alpha_gradient_comes_back_in_alphas_shape():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.uniform(0.1, 1.0, (2, 3, 6, 6, 4)), jnp.float32)
+  ct = jnp.asarray(rng.normal(size=(2, 3, 3, 3, 4)), jnp.float32)
+  full = jnp.full((2, 3, 3, 3, 4), 2.0)
+  _, _, g_full = _vjp(x, full, ct, (2, 2), (2, 2))
+  for shape, axes in [((), (0, 1, 2, 3, 4)), ((4,), (0, 1, 2, 3)), ((3, 1, 1, 4), (0, 2, 3)),
+                      ((1, 3, 3, 1), (0, 1, 4))]:
+    _, _, g = _vjp(x, jnp.full(shape, 2.0), ct, (2, 2), (2, 2))
+    chex.assert_shape(g, shape)
+    np.testing.assert_allclose(g, g_full.sum(axis=axes).reshape(shape), rtol=1e-5, atol=1e-5)
 
 
 def _mp_reference(window_vals, alpha, ct):
@@ -210,102 +218,110 @@ def _mp_reference(window_vals, alpha, ct):
   return float(y), np.array([float(d) * ct for d in dx]), float(da) * ct
 
 
-class LargeAlphaTest(parameterized.TestCase):
-  """The paper clips alpha at 35; Eq. 1 must hold (to dtype precision) far beyond."""
+# -- large alpha ------------------------------------------------------------------------------
+# The paper clips alpha at 35; Eq. 1 must hold (to dtype precision) far beyond.
 
-  @parameterized.product(dtype=["float32", "bfloat16"], alpha=[35.0, 300.0, 1e4])
-  def test_against_60_digit_reference(self, dtype, alpha):
-    # Close values so that large alpha still mixes members instead of picking one.
-    vals = np.array([[1.0, 0.9995], [0.9999, 0.3]], np.float32)
-    if dtype == "bfloat16":
-      vals = np.array([[1.0, 0.99609375], [0.9921875, 0.3]], np.float32)  # bf16-exact
-    x = jnp.asarray(vals[None, :, :, None], dtype)
-    a = jnp.asarray(alpha, dtype)
-    y, gx, ga = _vjp(x, a, jnp.ones((1, 1, 1, 1), dtype), (2, 2), (2, 2))
-    ry, rgx, rga = _mp_reference(vals.ravel(), float(a), 1.0)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("alpha", [35.0, 300.0, 1e4])
+def test_against_60_digit_reference(dtype, alpha):
+  # Close values so that large alpha still mixes members instead of picking one.
+  vals = np.array([[1.0, 0.9995], [0.9999, 0.3]], np.float32)
+  if dtype == "bfloat16":
+    vals = np.array([[1.0, 0.99609375], [0.9921875, 0.3]], np.float32)  # bf16-exact
+  x = jnp.asarray(vals[None, :, :, None], dtype)
+  a = jnp.asarray(alpha, dtype)
+  y, gx, ga = _vjp(x, a, jnp.ones((1, 1, 1, 1), dtype), (2, 2), (2, 2))
+  ry, rgx, rga = _mp_reference(vals.ravel(), float(a), 1.0)
+  for t in (y, gx, ga):
+    assert np.all(np.isfinite(np.asarray(t, np.float32)))
+  tol = 1e-4 if dtype == "float32" else 2e-2
+  np.testing.assert_allclose(np.float32(y).ravel(), ry, rtol=tol)
+  np.testing.assert_allclose(np.float32(gx).ravel(), rgx, rtol=tol * 10, atol=tol)
+  np.testing.assert_allclose(np.float32(ga), rga, rtol=tol * 10, atol=tol * 1e-2)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_huge_alpha_on_wide_range_is_finite(dtype):
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.uniform(0, 50, (2, 8, 8, 4)) * (rng.uniform(size=(2, 8, 8, 4)) > 0.3),
+                  dtype)
+  for alpha in [35.0, 1e3, 1e4, 1e6, 3e38]:
+    y, gx, ga = _vjp(x, jnp.asarray(alpha, jnp.float32), jnp.ones((2, 4, 4, 4), dtype),
+                     (2, 2), (2, 2))
     for t in (y, gx, ga):
-      self.assertTrue(np.all(np.isfinite(np.asarray(t, np.float32))))
-    tol = 1e-4 if dtype == "float32" else 2e-2
-    np.testing.assert_allclose(np.float32(y).ravel(), ry, rtol=tol)
-    np.testing.assert_allclose(np.float32(gx).ravel(), rgx, rtol=tol * 10, atol=tol)
-    np.testing.assert_allclose(np.float32(ga), rga, rtol=tol * 10, atol=tol * 1e-2)
-
-  @parameterized.parameters("float32", "bfloat16")
-  def test_huge_alpha_on_wide_range_is_finite(self, dtype):
-    rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.uniform(0, 50, (2, 8, 8, 4)) * (rng.uniform(size=(2, 8, 8, 4)) > 0.3),
-                    dtype)
-    for alpha in [35.0, 1e3, 1e4, 1e6, 3e38]:
-      y, gx, ga = _vjp(x, jnp.asarray(alpha, jnp.float32), jnp.ones((2, 4, 4, 4), dtype),
-                       (2, 2), (2, 2))
-      for t in (y, gx, ga):
-        self.assertTrue(np.all(np.isfinite(np.asarray(t, np.float32))), (alpha, t))
+      assert np.all(np.isfinite(np.asarray(t, np.float32))), (alpha, t)
 
 
-class LimitsTest(parameterized.TestCase):
-  """alpha = 0 is average pooling, alpha -> inf is max pooling: values and grads."""
+# -- limits -----------------------------------------------------------------------------------
+# alpha = 0 is average pooling, alpha -> inf is max pooling: values and grads.
 
-  @parameterized.product(case=CASES, dtype=["float32", "bfloat16"])
-  def test_limits_against_flax(self, case, dtype):
-    window, strides, padding, spatial = case
-    rng = np.random.default_rng(4)
-    # Distinct values (no ties) so max pooling's gradient is unique.
-    # Geometric spacing of 1% stays distinct after rounding to bfloat16 (0.4%).
-    x = jnp.asarray(1.01 ** rng.permutation(np.prod((2,) + spatial + (3,))).reshape(
-        (2,) + spatial + (3,)), dtype)
-    ct = jnp.asarray(rng.normal(size=p_pool(x, 0.0, window, strides, padding).shape), dtype)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_limits_against_flax(case, dtype):
+  window, strides, padding, spatial = case
+  rng = np.random.default_rng(4)
+  # Distinct values (no ties) so max pooling's gradient is unique.
+  # Geometric spacing of 1% stays distinct after rounding to bfloat16 (0.4%).
+  x = jnp.asarray(1.01 ** rng.permutation(np.prod((2,) + spatial + (3,))).reshape(
+      (2,) + spatial + (3,)), dtype)
+  ct = jnp.asarray(rng.normal(size=p_pool(x, 0.0, window, strides, padding).shape), dtype)
 
-    def loss(pool):
-      return lambda x: jnp.sum(pool(x).astype(jnp.float32) * ct.astype(jnp.float32))
+  def loss(pool):
+    return lambda x: jnp.sum(pool(x).astype(jnp.float32) * ct.astype(jnp.float32))
 
-    avg = lambda x: nn.avg_pool(x, window, strides, padding, count_include_pad=False)
-    mx = lambda x: nn.max_pool(x, window, strides, padding)
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-2, atol=1e-2)
-    for alpha, ref in [(0.0, avg), (1e6, mx)]:
-      pool = lambda x: p_pool(x, alpha, window, strides, padding)
-      np.testing.assert_allclose(np.float32(pool(x)), np.float32(ref(x)), **tol)
-      np.testing.assert_allclose(np.float32(jax.grad(loss(pool))(x)),
-                                 np.float32(jax.grad(loss(ref))(x)), **tol)
-
-  def test_alpha_gradient_vanishes_at_max_limit(self):
-    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 6, 6, 2), minval=0.1)
-    g = jax.grad(lambda a: p_pool(x, a, (2, 2), (2, 2)).sum())(1e6)
-    self.assertEqual(float(g), 0.0)
+  avg = lambda x: nn.avg_pool(x, window, strides, padding, count_include_pad=False)
+  mx = lambda x: nn.max_pool(x, window, strides, padding)
+  tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-2, atol=1e-2)
+  for alpha, ref in [(0.0, avg), (1e6, mx)]:
+    pool = lambda x: p_pool(x, alpha, window, strides, padding)
+    np.testing.assert_allclose(np.float32(pool(x)), np.float32(ref(x)), **tol)
+    np.testing.assert_allclose(np.float32(jax.grad(loss(pool))(x)),
+                               np.float32(jax.grad(loss(ref))(x)), **tol)
 
 
-class ZerosTest(parameterized.TestCase):
-  """Post-ReLU inputs: exact zeros and the documented conventions."""
+def test_alpha_gradient_vanishes_at_max_limit():
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 6, 6, 2), minval=0.1)
+  g = jax.grad(lambda a: p_pool(x, a, (2, 2), (2, 2)).sum())(1e6)
+  assert float(g) == 0.0
 
-  def test_all_zero_window(self):
-    x = jnp.zeros((1, 4, 4, 2)).at[0, 2:, 2:, :].set(1.5)
-    for alpha in [0.0, 0.5, 1.0, 3.0, 1e4]:
-      y, gx, ga = _vjp(x, jnp.float32(alpha), jnp.ones((1, 2, 2, 2)), (2, 2), (2, 2))
-      self.assertEqual(float(y[0, 0, 0, 0]), 0.0)
-      np.testing.assert_array_equal(gx[0, :2, :2], 0.25)  # 1/N in the all-zero window
-      self.assertTrue(np.isfinite(float(ga)))
 
-  @parameterized.parameters(1.0, 1.7, 3.0)
-  def test_gradient_at_zero_member_matches_one_sided_difference(self, alpha):
-    x = np.array([0.0, 0.6, 1.1, 0.8], np.float32).reshape(1, 2, 2, 1)
-    g = jax.grad(lambda x: p_pool(x, alpha, (2, 2), (2, 2)).sum())(jnp.asarray(x))
-    with jax.enable_x64(True):
-      xd = jnp.asarray(x, jnp.float64)
-      eps = 1e-7
-      f = lambda x: float(p_pool(x, alpha, (2, 2), (2, 2)).sum())
-      fd = (f(xd.at[0, 0, 0, 0].add(eps)) - f(xd)) / eps
-    self.assertAlmostEqual(float(g[0, 0, 0, 0]), fd, delta=1e-4 + 1e-3 * abs(fd))
+# -- zeros ------------------------------------------------------------------------------------
+# Post-ReLU inputs: exact zeros and the documented conventions.
 
-  def test_fractional_alpha_at_zero_uses_convention(self):
-    x = jnp.array([0.0, 0.6, 1.1, 0.8]).reshape(1, 2, 2, 1)
-    g = jax.grad(lambda x: p_pool(x, 0.5, (2, 2), (2, 2)).sum())(x)
-    self.assertEqual(float(g[0, 0, 0, 0]), 0.0)
-    self.assertTrue(np.all(np.isfinite(g)))
-    # alpha = 0 counts the zero as a member: average pooling's 1/4.
-    g0 = jax.grad(lambda x: p_pool(x, 0.0, (2, 2), (2, 2)).sum())(x)
-    np.testing.assert_allclose(g0, 0.25)
-    ga = jax.grad(lambda a: p_pool(x, a, (2, 2), (2, 2)).sum())(0.0)
-    self.assertTrue(np.isfinite(float(ga)))
+def test_all_zero_window():
+  x = jnp.zeros((1, 4, 4, 2)).at[0, 2:, 2:, :].set(1.5)
+  for alpha in [0.0, 0.5, 1.0, 3.0, 1e4]:
+    y, gx, ga = _vjp(x, jnp.float32(alpha), jnp.ones((1, 2, 2, 2)), (2, 2), (2, 2))
+    assert float(y[0, 0, 0, 0]) == 0.0
+    np.testing.assert_array_equal(gx[0, :2, :2], 0.25)  # 1/N in the all-zero window
+    assert np.isfinite(float(ga))
 
+
+@pytest.mark.parametrize("alpha", [1.0, 1.7, 3.0])
+def test_gradient_at_zero_member_matches_one_sided_difference(alpha):
+  x = np.array([0.0, 0.6, 1.1, 0.8], np.float32).reshape(1, 2, 2, 1)
+  g = jax.grad(lambda x: p_pool(x, alpha, (2, 2), (2, 2)).sum())(jnp.asarray(x))
+  with jax.enable_x64(True):
+    xd = jnp.asarray(x, jnp.float64)
+    eps = 1e-7
+    f = lambda x: float(p_pool(x, alpha, (2, 2), (2, 2)).sum())
+    fd = (f(xd.at[0, 0, 0, 0].add(eps)) - f(xd)) / eps
+  assert abs(float(g[0, 0, 0, 0]) - fd) <= 1e-4 + 1e-3 * abs(fd)
+
+
+def test_fractional_alpha_at_zero_uses_convention():
+  x = jnp.array([0.0, 0.6, 1.1, 0.8]).reshape(1, 2, 2, 1)
+  g = jax.grad(lambda x: p_pool(x, 0.5, (2, 2), (2, 2)).sum())(x)
+  assert float(g[0, 0, 0, 0]) == 0.0
+  assert np.all(np.isfinite(g))
+  # alpha = 0 counts the zero as a member: average pooling's 1/4.
+  g0 = jax.grad(lambda x: p_pool(x, 0.0, (2, 2), (2, 2)).sum())(x)
+  np.testing.assert_allclose(g0, 0.25)
+  ga = jax.grad(lambda a: p_pool(x, a, (2, 2), (2, 2)).sum())(0.0)
+  assert np.isfinite(float(ga))
+
+
+# -- transforms (jit / eager as chex variants: a chex.TestCase) --------------------------------
 
 class TransformsTest(chex.TestCase):
 
@@ -351,7 +367,7 @@ class TransformsTest(chex.TestCase):
 
   def test_pmap_over_8_devices(self):
     n = jax.local_device_count()
-    self.assertEqual(n, 8, "tests expect XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    assert n == 8, "tests expect XLA_FLAGS=--xla_force_host_platform_device_count=8"
     x = jax.random.uniform(jax.random.PRNGKey(4), (n, 2, 6, 6, 3))
     a = jnp.asarray([0.5, 2.0, 8.0])
 
@@ -375,122 +391,122 @@ class TransformsTest(chex.TestCase):
 finite_floats = st.floats(0.0, 100.0, allow_nan=False, width=32)
 
 
-class PropertiesTest(parameterized.TestCase):
+# -- properties -------------------------------------------------------------------------------
 
-  @settings(max_examples=40, deadline=None)
-  @given(x=hnp.arrays(np.float32, (1, 4, 4, 2), elements=finite_floats),
-         alpha=st.floats(0.0, 200.0, width=32))
-  def test_within_window_range_and_monotone_in_alpha(self, x, alpha):
-    y = p_pool(x, alpha, (2, 2), (2, 2))
-    lo = -nn.max_pool(-jnp.asarray(x), (2, 2), (2, 2))
-    hi = nn.max_pool(jnp.asarray(x), (2, 2), (2, 2))
-    tol = 1e-5 * (1 + np.abs(hi))
-    self.assertTrue(np.all(y >= lo - tol) and np.all(y <= hi + tol))
-    y2 = p_pool(x, alpha * 1.5 + 0.1, (2, 2), (2, 2))
-    self.assertTrue(np.all(y2 >= y - tol))
-
-  @settings(max_examples=25, deadline=None)
-  @given(x=hnp.arrays(np.float32, (1, 2, 2, 3), elements=finite_floats),
-         alpha=st.floats(0.0, 50.0, width=32), perm=st.permutations(range(4)),
-         c=st.floats(0.01, 100.0))
-  def test_permutation_invariant_and_scale_equivariant(self, x, alpha, perm, c):
-    y = p_pool(x, alpha, (2, 2))
-    xp = x.reshape(1, 4, 3)[:, list(perm)].reshape(1, 2, 2, 3)
-    np.testing.assert_allclose(p_pool(xp, alpha, (2, 2)), y, rtol=1e-5, atol=1e-30)
-    np.testing.assert_allclose(p_pool(np.float32(c) * x, alpha, (2, 2)), np.float32(c) * y,
-                               rtol=1e-4, atol=1e-30)
-
-  @settings(max_examples=25, deadline=None)
-  @given(x=hnp.arrays(np.float32, (1, 5, 5, 1), elements=st.floats(-50, 50, width=32)),
-         alpha=st.floats(0.0, 100.0, width=32), t=st.floats(-10, 10, width=32))
-  def test_shift_forms_are_translation_equivariant(self, x, alpha, t):
-    # On a 1/64 grid, x + t is exact in float32. Otherwise rounding can turn a tiny member
-    # (e.g. 1e-38 above the minimum) into an exact zero, and Eq. 1 jumps at zero for small
-    # alpha (a zero weighs 0, 1e-38 weighs 1e-38^alpha): not a translation property.
-    x = (np.round(x * 64) / 64).astype(np.float32)
-    t = np.float32(np.round(t * 64) / 64)
-    for shift in ("map", "window"):
-      y = p_pool(x, alpha, (3, 3), (2, 2), "SAME", shift=shift)
-      yt = p_pool(x + t, alpha, (3, 3), (2, 2), "SAME", shift=shift)
-      np.testing.assert_allclose(yt, y + t, rtol=1e-4, atol=1e-3)
+@settings(max_examples=40, deadline=None)
+@given(x=hnp.arrays(np.float32, (1, 4, 4, 2), elements=finite_floats),
+       alpha=st.floats(0.0, 200.0, width=32))
+def test_within_window_range_and_monotone_in_alpha(x, alpha):
+  y = p_pool(x, alpha, (2, 2), (2, 2))
+  lo = -nn.max_pool(-jnp.asarray(x), (2, 2), (2, 2))
+  hi = nn.max_pool(jnp.asarray(x), (2, 2), (2, 2))
+  tol = 1e-5 * (1 + np.abs(hi))
+  assert np.all(y >= lo - tol) and np.all(y <= hi + tol)
+  y2 = p_pool(x, alpha * 1.5 + 0.1, (2, 2), (2, 2))
+  assert np.all(y2 >= y - tol)
 
 
-class ErrorsTest(parameterized.TestCase):
-
-  def test_bad_input_names_the_problem(self):
-    x = jnp.ones((1, 4, 4, 2))
-    neg_alpha, neg_x = jnp.full((2,), -2.0), -x
-    cases = [
-        (lambda: p_pool(jnp.ones((4, 4)), 1.0, (2, 2)), ValueError, "rank 2"),
-        (lambda: p_pool(x, 1.0, (5, 5)), ValueError, "larger than the padded input"),
-        (lambda: p_pool(x, 1.0, (2, 2), (0, 2)), ValueError, "strides must be positive"),
-        (lambda: p_pool(x, 1.0, (2, 2), (2,)), ValueError, "one entry per window dim"),
-        (lambda: p_pool(jnp.ones((1, 4, 4, 2), jnp.int32), 1.0, (2, 2)), TypeError,
-         "floating dtype"),
-        (lambda: p_pool(x, jnp.ones((3,)), (2, 2), (2, 2)), ValueError, "does not broadcast"),
-        (lambda: p_pool(x, -1.0, (2, 2)), ValueError, "alpha must be >= 0"),
-        (lambda: p_pool(x, jnp.nan, (2, 2)), ValueError, "alpha must be finite"),
-        (lambda: p_pool(x, jnp.inf, (2, 2)), ValueError, "alpha must be finite"),
-        (lambda: p_pool(-x, 1.0, (2, 2)), ValueError, "non-negative"),
-        (lambda: p_pool(x, 1.0, (2, 2), padding="FULL"), ValueError, "padding must be"),
-        (lambda: p_pool(x, 1.0, (2, 2), shift="global"), ValueError, "shift must be"),
-        # Concrete values closed over by a traced function are still checked, on the host.
-        (lambda: jax.jit(lambda a: p_pool(neg_x, a, (2, 2)))(1.0), ValueError, "non-negative"),
-        (lambda: jax.jit(lambda v: p_pool(v, neg_alpha, (2, 2)))(x), ValueError,
-         "alpha must be >= 0"),
-        (lambda: p_pool(x, 1.0, (2, 2), padding=((2, 2), (0, 0))), ValueError,
-         "smaller than the window"),
-    ]
-    for fn, exc, msg in cases:
-      with self.assertRaisesRegex(exc, msg):
-        fn()
-
-  def test_negative_inputs_are_fine_with_shift(self):
-    for shift in (True, "map", "window"):
-      y = p_pool(-jnp.arange(16.0).reshape(1, 4, 4, 1), 1.0, (2, 2), (2, 2), shift=shift)
-      self.assertTrue(np.all(np.isfinite(y)))
+@settings(max_examples=25, deadline=None)
+@given(x=hnp.arrays(np.float32, (1, 2, 2, 3), elements=finite_floats),
+       alpha=st.floats(0.0, 50.0, width=32), perm=st.permutations(range(4)),
+       c=st.floats(0.01, 100.0))
+def test_permutation_invariant_and_scale_equivariant(x, alpha, perm, c):
+  y = p_pool(x, alpha, (2, 2))
+  xp = x.reshape(1, 4, 3)[:, list(perm)].reshape(1, 2, 2, 3)
+  np.testing.assert_allclose(p_pool(xp, alpha, (2, 2)), y, rtol=1e-5, atol=1e-30)
+  np.testing.assert_allclose(p_pool(np.float32(c) * x, alpha, (2, 2)), np.float32(c) * y,
+                             rtol=1e-4, atol=1e-30)
 
 
-class FastPathTest(parameterized.TestCase):
-  """Issue #23: the float32 log the fused loops use, and that every alpha shape gets the
-  dense map's memory (compiled temp sizes are deterministic for a given XLA)."""
-
-  def test_float32_log_is_within_one_ulp_over_the_whole_positive_range(self):
-    from ppool_jax.ops.p_pool_vjp import _log_f32_poly
-    rng = np.random.default_rng(0)
-    tiny, big = np.finfo(np.float32).tiny, np.finfo(np.float32).max
-    x = np.concatenate([
-        np.exp(rng.uniform(np.log(tiny), np.log(big), 200_000)),       # normal range
-        rng.uniform(1e-45, tiny, 20_000),                               # subnormals
-        1.0 + rng.uniform(-1e-3, 1e-3, 20_000),                         # near 1 (cancellation)
-        [1.0, 2.0, 0.5, np.sqrt(0.5), tiny, big, 1.4e-45]]).astype(np.float32)
-    x = x[(x > 0) & np.isfinite(x)]
-    got = np.asarray(jax.jit(_log_f32_poly)(jnp.asarray(x)), np.float64)
-    ref = np.log(x.astype(np.float64))
-    ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
-    assert got[x == 1.0][0] == 0.0
-    np.testing.assert_array_less(np.abs(got - ref), 1.0 * ulp + 1e-45)
-
-  def test_no_alpha_shape_stores_more_than_the_dense_map(self):
-    x = jnp.zeros((4, 64, 64, 32), jnp.float32)
-    out_bytes = 4 * 32 * 32 * 32 * 4
-    for window, padding in (((2, 2), "VALID"), ((3, 3), "SAME")):
-      ct = jnp.zeros((4, 32, 32, 32))
-
-      def temp(fn, a):
-        return jax.jit(fn).lower(x, a).compile().memory_analysis().temp_size_in_bytes
-
-      pool = lambda x, a: p_pool(x, a, window, (2, 2), padding)
-      grad = lambda x, a: jax.grad(lambda x, a: jnp.vdot(pool(x, a), ct), argnums=(0, 1))(x, a)
-      dense = temp(grad, jnp.ones((4, 32, 32, 32)))
-      for a in (jnp.ones(()), jnp.ones((32,)), jnp.ones((1, 32, 32, 1))):
-        # The inference path keeps no residuals (SAME: only the zero-padded input, 2.1 MiB);
-        # the backward with a broadcast alpha stores about its gradient map on top of the
-        # dense case (not one array per member: +4-9 arrays before issue #23).
-        padded = 0 if padding == "VALID" else 4 * 66 * 66 * 32 * 4
-        assert temp(pool, a) == padded, (window, a.shape)
-        assert temp(grad, a) <= dense + 1.1 * out_bytes, (window, a.shape, temp(grad, a), dense)
+@settings(max_examples=25, deadline=None)
+@given(x=hnp.arrays(np.float32, (1, 5, 5, 1), elements=st.floats(-50, 50, width=32)),
+       alpha=st.floats(0.0, 100.0, width=32), t=st.floats(-10, 10, width=32))
+def test_shift_forms_are_translation_equivariant(x, alpha, t):
+  # On a 1/64 grid, x + t is exact in float32. Otherwise rounding can turn a tiny member
+  # (e.g. 1e-38 above the minimum) into an exact zero, and Eq. 1 jumps at zero for small
+  # alpha (a zero weighs 0, 1e-38 weighs 1e-38^alpha): not a translation property.
+  x = (np.round(x * 64) / 64).astype(np.float32)
+  t = np.float32(np.round(t * 64) / 64)
+  for shift in ("map", "window"):
+    y = p_pool(x, alpha, (3, 3), (2, 2), "SAME", shift=shift)
+    yt = p_pool(x + t, alpha, (3, 3), (2, 2), "SAME", shift=shift)
+    np.testing.assert_allclose(yt, y + t, rtol=1e-4, atol=1e-3)
 
 
-if __name__ == "__main__":
-  pytest.main([__file__])
+# -- errors -----------------------------------------------------------------------------------
+
+def test_bad_input_names_the_problem():
+  x = jnp.ones((1, 4, 4, 2))
+  neg_alpha, neg_x = jnp.full((2,), -2.0), -x
+  cases = [
+      (lambda: p_pool(jnp.ones((4, 4)), 1.0, (2, 2)), ValueError, "rank 2"),
+      (lambda: p_pool(x, 1.0, (5, 5)), ValueError, "larger than the padded input"),
+      (lambda: p_pool(x, 1.0, (2, 2), (0, 2)), ValueError, "strides must be positive"),
+      (lambda: p_pool(x, 1.0, (2, 2), (2,)), ValueError, "one entry per window dim"),
+      (lambda: p_pool(jnp.ones((1, 4, 4, 2), jnp.int32), 1.0, (2, 2)), TypeError,
+       "floating dtype"),
+      (lambda: p_pool(x, jnp.ones((3,)), (2, 2), (2, 2)), ValueError, "does not broadcast"),
+      (lambda: p_pool(x, -1.0, (2, 2)), ValueError, "alpha must be >= 0"),
+      (lambda: p_pool(x, jnp.nan, (2, 2)), ValueError, "alpha must be finite"),
+      (lambda: p_pool(x, jnp.inf, (2, 2)), ValueError, "alpha must be finite"),
+      (lambda: p_pool(-x, 1.0, (2, 2)), ValueError, "non-negative"),
+      (lambda: p_pool(x, 1.0, (2, 2), padding="FULL"), ValueError, "padding must be"),
+      (lambda: p_pool(x, 1.0, (2, 2), shift="global"), ValueError, "shift must be"),
+      # Concrete values closed over by a traced function are still checked, on the host.
+      (lambda: jax.jit(lambda a: p_pool(neg_x, a, (2, 2)))(1.0), ValueError, "non-negative"),
+      (lambda: jax.jit(lambda v: p_pool(v, neg_alpha, (2, 2)))(x), ValueError,
+       "alpha must be >= 0"),
+      (lambda: p_pool(x, 1.0, (2, 2), padding=((2, 2), (0, 0))), ValueError,
+       "smaller than the window"),
+  ]
+  for fn, exc, msg in cases:
+    with pytest.raises(exc, match=msg):
+      fn()
+
+
+def test_negative_inputs_are_fine_with_shift():
+  for shift in (True, "map", "window"):
+    y = p_pool(-jnp.arange(16.0).reshape(1, 4, 4, 1), 1.0, (2, 2), (2, 2), shift=shift)
+    assert np.all(np.isfinite(y))
+
+
+# -- fast path --------------------------------------------------------------------------------
+# Issue #23: the float32 log the fused loops use, and that every alpha shape gets the
+# dense map's memory (compiled temp sizes are deterministic for a given XLA).
+
+def test_float32_log_is_within_one_ulp_over_the_whole_positive_range():
+  from ppool_jax.ops.p_pool_vjp import _log_f32_poly
+  rng = np.random.default_rng(0)
+  tiny, big = np.finfo(np.float32).tiny, np.finfo(np.float32).max
+  x = np.concatenate([
+      np.exp(rng.uniform(np.log(tiny), np.log(big), 200_000)),       # normal range
+      rng.uniform(1e-45, tiny, 20_000),                               # subnormals
+      1.0 + rng.uniform(-1e-3, 1e-3, 20_000),                         # near 1 (cancellation)
+      [1.0, 2.0, 0.5, np.sqrt(0.5), tiny, big, 1.4e-45]]).astype(np.float32)
+  x = x[(x > 0) & np.isfinite(x)]
+  got = np.asarray(jax.jit(_log_f32_poly)(jnp.asarray(x)), np.float64)
+  ref = np.log(x.astype(np.float64))
+  ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+  assert got[x == 1.0][0] == 0.0
+  np.testing.assert_array_less(np.abs(got - ref), 1.0 * ulp + 1e-45)
+
+
+def test_no_alpha_shape_stores_more_than_the_dense_map():
+  x = jnp.zeros((4, 64, 64, 32), jnp.float32)
+  out_bytes = 4 * 32 * 32 * 32 * 4
+  for window, padding in (((2, 2), "VALID"), ((3, 3), "SAME")):
+    ct = jnp.zeros((4, 32, 32, 32))
+
+    def temp(fn, a):
+      return jax.jit(fn).lower(x, a).compile().memory_analysis().temp_size_in_bytes
+
+    pool = lambda x, a: p_pool(x, a, window, (2, 2), padding)
+    grad = lambda x, a: jax.grad(lambda x, a: jnp.vdot(pool(x, a), ct), argnums=(0, 1))(x, a)
+    dense = temp(grad, jnp.ones((4, 32, 32, 32)))
+    for a in (jnp.ones(()), jnp.ones((32,)), jnp.ones((1, 32, 32, 1))):
+      # The inference path keeps no residuals (SAME: only the zero-padded input, 2.1 MiB);
+      # the backward with a broadcast alpha stores about its gradient map on top of the
+      # dense case (not one array per member: +4-9 arrays before issue #23).
+      padded = 0 if padding == "VALID" else 4 * 66 * 66 * 32 * 4
+      assert temp(pool, a) == padded, (window, a.shape)
+      assert temp(grad, a) <= dense + 1.1 * out_bytes, (window, a.shape, temp(grad, a), dense)

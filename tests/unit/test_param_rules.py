@@ -137,8 +137,8 @@ def _legacy_optax(cfg):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_optax_updates_are_bit_identical_to_the_hand_written_optimizer(name):
-  cfg = tiny_config.get_config()
+def test_optax_updates_are_bit_identical_to_the_hand_written_optimizer(name, tiny_cfg):
+  cfg = tiny_cfg
   cfg.optim.name = name
   cfg.optim.weight_decay = 0.01
   shapes = {"backbone": {"conv1_1": {"kernel": (3, 3, 2, 4), "bias": (4,)},
@@ -199,15 +199,15 @@ def test_first_match_wins_and_every_parameter_needs_a_rule():
     ((("x", float("nan")),), "the value of 'x' must be a finite number >= 0, got nan"),
     ((("x",),), r"each rule must be a \(regex, value\) pair"),
 ])
-def test_bad_rules_are_clear_errors(rules, message):
-  cfg = tiny_config.get_config()
+def test_bad_rules_are_clear_errors(rules, message, tiny_cfg):
+  cfg = tiny_cfg
   cfg.optim.lr_rules = rules
   with pytest.raises(ValueError, match="optim.lr_rules: " + message):
     make_optimizer(cfg)
 
 
-def test_config_rules_come_first_and_a_rule_matching_nothing_is_named():
-  cfg = tiny_config.get_config()
+def test_config_rules_come_first_and_a_rule_matching_nothing_is_named(tiny_cfg):
+  cfg = tiny_cfg
   cfg.optim.lr_rules = ((param_rules.module("side_branch"), 5.0),)
   cfg.optim.decay_rules = (("backbone/conv1_1/kernel", 0.0),)
   params = _params(cfg, 32)
@@ -222,10 +222,10 @@ def test_config_rules_come_first_and_a_rule_matching_nothing_is_named():
     make_optimizer(cfg).init(params)
 
 
-def test_a_config_rule_trains_part_of_a_frozen_module():
+def test_a_config_rule_trains_part_of_a_frozen_module(tiny_cfg):
   """lr x0 freezes as optim.frozen does; a config rule before it keeps the side branches
   training inside the frozen backbone."""
-  cfg = tiny_config.get_config()
+  cfg = tiny_cfg
   cfg.optim.frozen = ("backbone",)
   cfg.optim.lr_rules = ((param_rules.module("side_branch"), 3.0),)
   params = jax.tree_util.tree_map(lambda x: jnp.full(x.shape, 0.5, x.dtype), _params(cfg, 32))

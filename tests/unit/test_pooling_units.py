@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from absl.testing import parameterized
 
 from ppool_jax.nn import POOLINGS, PPool, make_pool, side_branch_labels, with_side_branch_lr
 from reference import pool as ref_pool
+from support import approx_places
 
 WINDOWS = [((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"), ((3, 3), (2, 2), "VALID"),
            ((2, 2), (2, 2), "SAME")]
@@ -36,199 +36,210 @@ def _softplus(v):
   return np.log1p(np.exp(v))
 
 
-class BaselinesTest(parameterized.TestCase):
+# -- baselines --------------------------------------------------------------------------------
 
-  @parameterized.parameters(*WINDOWS)
-  def test_max_avg_mixed_soft(self, window, strides, padding):
-    x = _x()
-    cases = {
-        "max": (lambda v, o, c: v.max(), {}),
-        "avg": (lambda v, o, c: v.mean(), {}),
-        "mixed": (lambda v, o, c: 0.3 * v.max() + 0.7 * v.mean(), {"ratio": 0.3}),
-        "soft": (lambda v, o, c: np.sum(np.exp(v) * v) / np.sum(np.exp(v)), {}),
-    }
-    for name, (fn, kw) in cases.items():
-      y, _, _ = _init_apply(make_pool(name, window, strides, padding, **kw), x)
-      np.testing.assert_allclose(y, ref_pool(x, window, strides, padding, fn), rtol=1e-5,
-                                 atol=1e-6, err_msg=name)
-
-  @parameterized.parameters(*WINDOWS)
-  def test_lp_learned_norm(self, window, strides, padding):
-    x = _x(lo=-2.0)  # |x| makes Lp pooling defined for signed inputs
-    rho = np.array([-1.0, 0.3, 2.5], np.float32)
-    y, _, _ = _init_apply(make_pool("lp", window, strides, padding), x, {"rho": rho})
-    p = 1 + _softplus(rho.astype(np.float64))
-    ref = ref_pool(x, window, strides, padding,
-                   lambda v, o, c: np.mean(np.abs(v) ** p[c]) ** (1 / p[c]))
-    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
-
-  @parameterized.parameters(*WINDOWS)
-  def test_gated_layerwise(self, window, strides, padding):
-    x = _x(lo=-1.0)
-    omega = np.random.default_rng(1).normal(size=window).astype(np.float32)
-    y, _, _ = _init_apply(make_pool("gated", window, strides, padding), x, {"omega": omega})
-    flat = omega.reshape(-1).astype(np.float64)
-
-    def gated(v, o, c):
-      g = 1 / (1 + np.exp(-np.sum(flat[o] * v)))
-      return g * v.max() + (1 - g) * v.mean()
-
-    np.testing.assert_allclose(y, ref_pool(x, window, strides, padding, gated), rtol=1e-5,
-                               atol=1e-6)
-
-  @parameterized.parameters(*WINDOWS)
-  def test_dpp_symmetric_lite(self, window, strides, padding):
-    x = _x()
-    a_raw = np.array([-2.0, 0.0, 1.0], np.float32)
-    l_raw = np.array([1.5, -1.0, 0.2], np.float32)
-    y, _, _ = _init_apply(make_pool("dpp", window, strides, padding), x,
-                          {"alpha": a_raw, "lam": l_raw})
-    a, lam = _softplus(a_raw.astype(np.float64)), _softplus(l_raw.astype(np.float64))
-
-    def dpp(v, o, c):
-      w = a[c] + np.sqrt((v - v.mean()) ** 2 + 1e-6) ** lam[c]
-      return np.sum(w * v) / np.sum(w)
-
-    np.testing.assert_allclose(y, ref_pool(x, window, strides, padding, dpp), rtol=1e-5,
-                               atol=1e-6)
-
-  @parameterized.parameters(*WINDOWS)
-  def test_p_fixed_is_eq1_with_learned_alpha(self, window, strides, padding):
-    x = _x()
-    alpha = np.array([0.0, 3.0, 50.0], np.float32)  # 50 is clipped to 35
-    y, _, state = _init_apply(make_pool("p_fixed", window, strides, padding), x, {"alpha": alpha})
-    a = np.minimum(np.maximum(alpha, 1e-4), 35.0).astype(np.float64)
-    ref = ref_pool(x, window, strides, padding,
-                   lambda v, o, c: np.sum(v ** (a[c] + 1)) / np.sum(v ** a[c]))
-    np.testing.assert_allclose(y, ref, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(state["intermediates"]["alpha"][0], a, rtol=1e-6)
-
-  @parameterized.parameters(*WINDOWS)
-  def test_all_c_is_a_correlation(self, window, strides, padding):
-    x = _x(lo=-1.0)
-    module = make_pool("all_c", window, strides, padding)
-    y, variables, _ = _init_apply(module, x)
-    kernel = np.asarray(variables["params"]["conv"]["kernel"], np.float64)  # (kh, kw, C, C)
-    bias = np.asarray(variables["params"]["conv"]["bias"], np.float64)
-    xp = np.asarray(x, np.float64)
-    from reference import out_shape, pads_for, windows
-    pads = pads_for(x.shape, window, strides, padding)
-    ref = np.zeros(out_shape(x.shape, window, strides, pads))
-    # Every output channel sums kernel * members over all input channels.
-    for j, members in windows(xp, window, strides, pads):
-      if j[-1] != 0:
-        continue
-      for ci in range(x.shape[-1]):
-        for full, k, _ in members:
-          v = xp[full[:-1] + (ci,)]
-          ref[j[:-1]] += v * kernel.reshape(-1, x.shape[-1], x.shape[-1])[k, ci]
-    ref += bias
-    # All-C (Springenberg et al. 2015): the replacing conv is followed by a ReLU.
-    self.assertLess(ref.min(), -1e-3)
-    np.testing.assert_allclose(y, np.maximum(ref, 0.0), rtol=1e-4, atol=1e-5)
-    linear = make_pool("all_c", window, strides, padding, activation=False)
-    np.testing.assert_allclose(linear.apply(variables, x), ref, rtol=1e-4, atol=1e-5)
+@pytest.mark.parametrize("window, strides, padding", WINDOWS)
+def test_max_avg_mixed_soft(window, strides, padding):
+  x = _x()
+  cases = {
+      "max": (lambda v, o, c: v.max(), {}),
+      "avg": (lambda v, o, c: v.mean(), {}),
+      "mixed": (lambda v, o, c: 0.3 * v.max() + 0.7 * v.mean(), {"ratio": 0.3}),
+      "soft": (lambda v, o, c: np.sum(np.exp(v) * v) / np.sum(np.exp(v)), {}),
+  }
+  for name, (fn, kw) in cases.items():
+    y, _, _ = _init_apply(make_pool(name, window, strides, padding, **kw), x)
+    np.testing.assert_allclose(y, ref_pool(x, window, strides, padding, fn), rtol=1e-5,
+                               atol=1e-6, err_msg=name)
 
 
-class PPoolUnitTest(parameterized.TestCase):
-
-  def test_alpha_range_init_and_sown_shape(self):
-    x = _x((2, 8, 8, 4), lo=0.0, hi=1.0)
-    module = PPool((2, 2), (2, 2))
-    y, variables, state = _init_apply(module, x)
-    alpha = state["intermediates"]["alpha"][0]
-    chex.assert_shape(alpha, y.shape)
-    self.assertTrue(np.all(alpha >= 19.0) and np.all(alpha <= 21.0), (alpha.min(), alpha.max()))
-    mx = np.asarray(flax.linen.max_pool(x, (2, 2), (2, 2)))
-    self.assertTrue(np.all(y <= mx + 1e-6))
-    self.assertTrue(np.all(y >= 0.969 * mx - 1e-6))  # the documented bound for alpha >= 19
-
-  def test_alpha_stays_in_zero_c_for_extreme_inputs(self):
-    x = _x((1, 8, 8, 2), lo=0.0, hi=1.0)
-    module = PPool((2, 2), (2, 2), clip_max=35.0)
-    variables = module.init(jax.random.PRNGKey(0), x)
-    params = jax.tree_util.tree_map(lambda p: p * 1000.0, variables["params"])
-    for scale in (1e-3, 1.0, 1e3):
-      for sign in (1.0, -1.0):
-        p = jax.tree_util.tree_map(lambda v: sign * v, params)
-        _, state = module.apply({"params": p}, x * scale, mutable=["intermediates"])
-        alpha = state["intermediates"]["alpha"][0]
-        self.assertGreater(float(alpha.min()), 0.0)
-        self.assertLessEqual(float(alpha.max()), 35.0)
-
-  def test_gradients_reach_side_branch(self):
-    x = _x((2, 8, 8, 3), lo=0.0, hi=1.0)
-    module = PPool((3, 3), (2, 2), "SAME")
-    variables = module.init(jax.random.PRNGKey(0), x)
-    target = jnp.asarray(_x((2, 4, 4, 3), seed=3, lo=0.0, hi=1.0))
-    grads = jax.grad(lambda p: jnp.mean((module.apply({"params": p}, x) - target) ** 2))(
-        variables["params"])
-    side = grads["side_branch"]
-    for leaf in jax.tree_util.tree_leaves(side):
-      self.assertTrue(np.all(np.isfinite(leaf)))
-      self.assertGreater(float(jnp.abs(leaf).max()), 0.0)
-
-  def test_side_branch_gets_three_times_the_learning_rate(self):
-    x = _x((2, 8, 8, 3), lo=0.0, hi=1.0)
-
-    class Net(flax.linen.Module):
-      @flax.linen.compact
-      def __call__(self, x):
-        x = flax.linen.Conv(3, (3, 3))(x)
-        return PPool((2, 2), (2, 2))(jax.nn.relu(x))
-
-    net = Net()
-    params = net.init(jax.random.PRNGKey(0), x)["params"]
-    labels = side_branch_labels(params)
-    self.assertEqual(labels["PPool_0"]["side_branch"]["conv_alpha"]["bias"], "side_branch")
-    self.assertEqual(labels["Conv_0"]["kernel"], "default")
-    lr = 0.01
-    tx = with_side_branch_lr(lambda lr: optax.sgd(lr), lr)
-    grads = jax.grad(lambda p: jnp.sum(net.apply({"params": p}, x) ** 2))(params)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    ratio = jax.tree_util.tree_map(
-        lambda u, g: float(np.median(np.asarray(u)[np.asarray(g) != 0] / np.asarray(g)[np.asarray(g) != 0])),
-        updates, grads)
-    self.assertAlmostEqual(ratio["PPool_0"]["side_branch"]["conv_alpha"]["bias"], -3 * lr, places=6)
-    self.assertAlmostEqual(ratio["PPool_0"]["side_branch"]["prelu"]["slope"], -3 * lr, places=6)
-    self.assertAlmostEqual(ratio["Conv_0"]["kernel"], -lr, places=6)
-    # A schedule is scaled too.
-    sched = optax.constant_schedule(lr)
-    tx = with_side_branch_lr(lambda lr: optax.sgd(lr), sched)
-    updates2, _ = tx.update(grads, tx.init(params), params)
-    chex.assert_trees_all_close(updates2, updates)
+@pytest.mark.parametrize("window, strides, padding", WINDOWS)
+def test_lp_learned_norm(window, strides, padding):
+  x = _x(lo=-2.0)  # |x| makes Lp pooling defined for signed inputs
+  rho = np.array([-1.0, 0.3, 2.5], np.float32)
+  y, _, _ = _init_apply(make_pool("lp", window, strides, padding), x, {"rho": rho})
+  p = 1 + _softplus(rho.astype(np.float64))
+  ref = ref_pool(x, window, strides, padding,
+                 lambda v, o, c: np.mean(np.abs(v) ** p[c]) ** (1 / p[c]))
+  np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)
 
 
-class RegistryTest(parameterized.TestCase):
+@pytest.mark.parametrize("window, strides, padding", WINDOWS)
+def test_gated_layerwise(window, strides, padding):
+  x = _x(lo=-1.0)
+  omega = np.random.default_rng(1).normal(size=window).astype(np.float32)
+  y, _, _ = _init_apply(make_pool("gated", window, strides, padding), x, {"omega": omega})
+  flat = omega.reshape(-1).astype(np.float64)
 
-  @parameterized.product(name=sorted(POOLINGS), window=WINDOWS)
-  def test_shapes_and_finite_value_and_grad(self, name, window):
-    window_shape, strides, padding = window
-    x = jnp.asarray(_x((2, 9, 8, 4), lo=0.0, hi=1.0))
-    module = make_pool(name, window_shape, strides, padding)
-    variables = module.init(jax.random.PRNGKey(0), x)
-    expected = flax.linen.max_pool(x, window_shape, strides, padding).shape
-    y = module.apply(variables, x, mutable=["intermediates"])[0]
-    chex.assert_shape(y, expected)
+  def gated(v, o, c):
+    g = 1 / (1 + np.exp(-np.sum(flat[o] * v)))
+    return g * v.max() + (1 - g) * v.mean()
 
-    @jax.jit
-    def loss(params, x):
-      y = module.apply({"params": params} if params else {}, x, mutable=["intermediates"])[0]
-      return jnp.mean(y ** 2)
+  np.testing.assert_allclose(y, ref_pool(x, window, strides, padding, gated), rtol=1e-5,
+                             atol=1e-6)
 
-    val, (gp, gx) = jax.value_and_grad(loss, argnums=(0, 1))(variables.get("params", {}), x)
-    chex.assert_tree_all_finite((val, gp, gx))
-    self.assertGreater(float(jnp.abs(gx).max()), 0.0)
 
-  def test_unknown_name_lists_registered(self):
-    with self.assertRaisesRegex(ValueError, "registered: all_c, avg, dpp"):
-      make_pool("maxx")
+@pytest.mark.parametrize("window, strides, padding", WINDOWS)
+def test_dpp_symmetric_lite(window, strides, padding):
+  x = _x()
+  a_raw = np.array([-2.0, 0.0, 1.0], np.float32)
+  l_raw = np.array([1.5, -1.0, 0.2], np.float32)
+  y, _, _ = _init_apply(make_pool("dpp", window, strides, padding), x,
+                        {"alpha": a_raw, "lam": l_raw})
+  a, lam = _softplus(a_raw.astype(np.float64)), _softplus(l_raw.astype(np.float64))
 
-  def test_bad_windows_raise(self):
-    with self.assertRaisesRegex(ValueError, "larger than the padded input"):
-      make_pool("gated", (5, 5), (2, 2)).init(jax.random.PRNGKey(0), jnp.ones((1, 3, 3, 1)))
-    with self.assertRaisesRegex(ValueError, "ratio must be in"):
-      make_pool("mixed", (2, 2), (2, 2), ratio=2.0).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 1)))
+  def dpp(v, o, c):
+    w = a[c] + np.sqrt((v - v.mean()) ** 2 + 1e-6) ** lam[c]
+    return np.sum(w * v) / np.sum(w)
+
+  np.testing.assert_allclose(y, ref_pool(x, window, strides, padding, dpp), rtol=1e-5,
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("window, strides, padding", WINDOWS)
+def test_p_fixed_is_eq1_with_learned_alpha(window, strides, padding):
+  x = _x()
+  alpha = np.array([0.0, 3.0, 50.0], np.float32)  # 50 is clipped to 35
+  y, _, state = _init_apply(make_pool("p_fixed", window, strides, padding), x, {"alpha": alpha})
+  a = np.minimum(np.maximum(alpha, 1e-4), 35.0).astype(np.float64)
+  ref = ref_pool(x, window, strides, padding,
+                 lambda v, o, c: np.sum(v ** (a[c] + 1)) / np.sum(v ** a[c]))
+  np.testing.assert_allclose(y, ref, rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(state["intermediates"]["alpha"][0], a, rtol=1e-6)
+
+
+@pytest.mark.parametrize("window, strides, padding", WINDOWS)
+def test_all_c_is_a_correlation(window, strides, padding):
+  x = _x(lo=-1.0)
+  module = make_pool("all_c", window, strides, padding)
+  y, variables, _ = _init_apply(module, x)
+  kernel = np.asarray(variables["params"]["conv"]["kernel"], np.float64)  # (kh, kw, C, C)
+  bias = np.asarray(variables["params"]["conv"]["bias"], np.float64)
+  xp = np.asarray(x, np.float64)
+  from reference import out_shape, pads_for, windows
+  pads = pads_for(x.shape, window, strides, padding)
+  ref = np.zeros(out_shape(x.shape, window, strides, pads))
+  # Every output channel sums kernel * members over all input channels.
+  for j, members in windows(xp, window, strides, pads):
+    if j[-1] != 0:
+      continue
+    for ci in range(x.shape[-1]):
+      for full, k, _ in members:
+        v = xp[full[:-1] + (ci,)]
+        ref[j[:-1]] += v * kernel.reshape(-1, x.shape[-1], x.shape[-1])[k, ci]
+  ref += bias
+  # All-C (Springenberg et al. 2015): the replacing conv is followed by a ReLU.
+  assert ref.min() < -1e-3
+  np.testing.assert_allclose(y, np.maximum(ref, 0.0), rtol=1e-4, atol=1e-5)
+  linear = make_pool("all_c", window, strides, padding, activation=False)
+  np.testing.assert_allclose(linear.apply(variables, x), ref, rtol=1e-4, atol=1e-5)
+
+
+# -- PPool unit --------------------------------------------------------------------------------
+
+def test_alpha_range_init_and_sown_shape():
+  x = _x((2, 8, 8, 4), lo=0.0, hi=1.0)
+  module = PPool((2, 2), (2, 2))
+  y, variables, state = _init_apply(module, x)
+  alpha = state["intermediates"]["alpha"][0]
+  chex.assert_shape(alpha, y.shape)
+  assert np.all(alpha >= 19.0) and np.all(alpha <= 21.0), (alpha.min(), alpha.max())
+  mx = np.asarray(flax.linen.max_pool(x, (2, 2), (2, 2)))
+  assert np.all(y <= mx + 1e-6)
+  assert np.all(y >= 0.969 * mx - 1e-6)  # the documented bound for alpha >= 19
+
+
+def test_alpha_stays_in_zero_c_for_extreme_inputs():
+  x = _x((1, 8, 8, 2), lo=0.0, hi=1.0)
+  module = PPool((2, 2), (2, 2), clip_max=35.0)
+  variables = module.init(jax.random.PRNGKey(0), x)
+  params = jax.tree_util.tree_map(lambda p: p * 1000.0, variables["params"])
+  for scale in (1e-3, 1.0, 1e3):
+    for sign in (1.0, -1.0):
+      p = jax.tree_util.tree_map(lambda v: sign * v, params)
+      _, state = module.apply({"params": p}, x * scale, mutable=["intermediates"])
+      alpha = state["intermediates"]["alpha"][0]
+      assert float(alpha.min()) > 0.0
+      assert float(alpha.max()) <= 35.0
+
+
+def test_gradients_reach_side_branch():
+  x = _x((2, 8, 8, 3), lo=0.0, hi=1.0)
+  module = PPool((3, 3), (2, 2), "SAME")
+  variables = module.init(jax.random.PRNGKey(0), x)
+  target = jnp.asarray(_x((2, 4, 4, 3), seed=3, lo=0.0, hi=1.0))
+  grads = jax.grad(lambda p: jnp.mean((module.apply({"params": p}, x) - target) ** 2))(
+      variables["params"])
+  side = grads["side_branch"]
+  for leaf in jax.tree_util.tree_leaves(side):
+    assert np.all(np.isfinite(leaf))
+    assert float(jnp.abs(leaf).max()) > 0.0
+
+
+def test_side_branch_gets_three_times_the_learning_rate():
+  x = _x((2, 8, 8, 3), lo=0.0, hi=1.0)
+
+  class Net(flax.linen.Module):
+    @flax.linen.compact
+    def __call__(self, x):
+      x = flax.linen.Conv(3, (3, 3))(x)
+      return PPool((2, 2), (2, 2))(jax.nn.relu(x))
+
+  net = Net()
+  params = net.init(jax.random.PRNGKey(0), x)["params"]
+  labels = side_branch_labels(params)
+  assert labels["PPool_0"]["side_branch"]["conv_alpha"]["bias"] == "side_branch"
+  assert labels["Conv_0"]["kernel"] == "default"
+  lr = 0.01
+  tx = with_side_branch_lr(lambda lr: optax.sgd(lr), lr)
+  grads = jax.grad(lambda p: jnp.sum(net.apply({"params": p}, x) ** 2))(params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  ratio = jax.tree_util.tree_map(
+      lambda u, g: float(np.median(np.asarray(u)[np.asarray(g) != 0] / np.asarray(g)[np.asarray(g) != 0])),
+      updates, grads)
+  assert ratio["PPool_0"]["side_branch"]["conv_alpha"]["bias"] == approx_places(-3 * lr, 6)
+  assert ratio["PPool_0"]["side_branch"]["prelu"]["slope"] == approx_places(-3 * lr, 6)
+  assert ratio["Conv_0"]["kernel"] == approx_places(-lr, 6)
+  # A schedule is scaled too.
+  sched = optax.constant_schedule(lr)
+  tx = with_side_branch_lr(lambda lr: optax.sgd(lr), sched)
+  updates2, _ = tx.update(grads, tx.init(params), params)
+  chex.assert_trees_all_close(updates2, updates)
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(POOLINGS))
+@pytest.mark.parametrize("window", WINDOWS)
+def test_shapes_and_finite_value_and_grad(name, window):
+  window_shape, strides, padding = window
+  x = jnp.asarray(_x((2, 9, 8, 4), lo=0.0, hi=1.0))
+  module = make_pool(name, window_shape, strides, padding)
+  variables = module.init(jax.random.PRNGKey(0), x)
+  expected = flax.linen.max_pool(x, window_shape, strides, padding).shape
+  y = module.apply(variables, x, mutable=["intermediates"])[0]
+  chex.assert_shape(y, expected)
+
+  @jax.jit
+  def loss(params, x):
+    y = module.apply({"params": params} if params else {}, x, mutable=["intermediates"])[0]
+    return jnp.mean(y ** 2)
+
+  val, (gp, gx) = jax.value_and_grad(loss, argnums=(0, 1))(variables.get("params", {}), x)
+  chex.assert_tree_all_finite((val, gp, gx))
+  assert float(jnp.abs(gx).max()) > 0.0
+
+
+def test_unknown_name_lists_registered():
+  with pytest.raises(ValueError, match="registered: all_c, avg, dpp"):
+    make_pool("maxx")
+
+
+def test_bad_windows_raise():
+  with pytest.raises(ValueError, match="larger than the padded input"):
+    make_pool("gated", (5, 5), (2, 2)).init(jax.random.PRNGKey(0), jnp.ones((1, 3, 3, 1)))
+  with pytest.raises(ValueError, match="ratio must be in"):
+    make_pool("mixed", (2, 2), (2, 2), ratio=2.0).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 4, 1)))
 
 
 @pytest.mark.parametrize("window, strides, padding, spatial", [
@@ -291,10 +302,6 @@ def test_vgg16_seg_side_branch_share_of_parameters():
   assert side == 7 * (64 + 128 + 256 + 512) + 12 * 512 == 12_864
   assert count_params(params) == 14_738_325
   assert round(100 * side / count_params(params), 3) == 0.087  # docs/operator.md's number
-
-
-if __name__ == "__main__":
-  pytest.main([__file__])
 
 
 def test_fixed_alpha_is_a_constant_not_a_parameter():
