@@ -41,4 +41,4 @@ def pytest_collection_modifyitems(config, items):
 def tiny_cfg():
   """A fresh copy of the tiny synthetic training config (a few seconds per run)."""
   import support
-  return support.tiny_cfg()
+  return support.make_tiny_cfg()

@@ -19,7 +19,7 @@ TINY_CONFIG = os.path.join(TESTS, "tiny_config.py")
 BENCH = os.path.join(ROOT, "experiments", "bench")
 
 
-def tiny_cfg(**model):
+def make_tiny_cfg(**model):
   """``tests/tiny_config.py``'s config with ``model`` fields overridden."""
   cfg = tiny_config.get_config()
   for k, v in model.items():

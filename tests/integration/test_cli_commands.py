@@ -1,6 +1,6 @@
 """The train command line, end to end in a subprocess: every up-front config problem in one
 line, before anything is written (issue #24 items 4 and 6; the checks themselves:
-tests/unit/test_cli.py)."""
+tests/unit/test_cli.py), and --print_rules (issue #21 item 1)."""
 
 import os
 import subprocess
@@ -31,3 +31,16 @@ def test_train_cli_reports_all_problems_in_one_line(tmp_path):
   assert not os.path.exists(tmp_path / "run")
   r = _train_cli(*args, "--verbose")
   assert r.returncode != 0 and "Traceback" in r.stderr and "ConfigError: 3 problems" in r.stderr
+
+
+def test_train_cli_prints_the_rules_without_a_workdir():
+  """--print_rules: every parameter's lr and decay multipliers (tests/unit/test_param_rules.py)
+  with no workdir; without --print_rules the workdir is required."""
+  out = _train_cli("--config", "table45:deeplab_largefov,voc_aug,p", "--print_rules")
+  assert out.returncode == 0, out.stderr
+  out = out.stdout.splitlines()
+  rows = {line.split()[0]: line.split()[1:3] for line in out[1:]}
+  assert rows["fc8/kernel"] == ["x10", "x1"] and rows["fc8/bias"] == ["x20", "x0"]
+  assert rows["backbone/pool1/side_branch/prelu/slope"] == ["x3", "x0"]
+  missing = _train_cli("--config", "synthetic_demo")
+  assert missing.returncode != 0 and "--workdir is required" in missing.stderr

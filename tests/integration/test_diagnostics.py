@@ -18,13 +18,13 @@ from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.steps import pixel_cross_entropy
-from support import random_batch, tiny_cfg
+from support import make_tiny_cfg, random_batch
 
 LAYERS = ("backbone/pool1", "backbone/pool2", "backbone/pool3")
 
 
 def _setup():
-  cfg = tiny_cfg()
+  cfg = make_tiny_cfg()
   net = model_from_config(cfg)
   tx = make_optimizer(cfg)
   return cfg, net, tx, init_state(cfg, net, tx, (32, 32, 3))
@@ -72,7 +72,7 @@ def test_alpha_gradient_sums_to_the_side_branch_bias_gradient():
 def test_clipped_positions_pass_no_gradient_and_are_counted():
   """With C below some raw alphas, those positions are clipped: dL/draw is 0 there and equals
   dL/dalpha elsewhere, and the step's frac_clipped is their share (NumPy on the sown maps)."""
-  cfg = tiny_cfg()
+  cfg = make_tiny_cfg()
   cfg.model.pool_options.p.clip_max = 20.0
   net = model_from_config(cfg)
   tx = make_optimizer(cfg)
@@ -160,7 +160,7 @@ def test_training_log_has_alpha_columns_and_max_pooling_none(tmp_path):
            "mean_abs_grad_raw")
   drift = ("conv_window/kernel", "prelu/slope", "conv_alpha/kernel", "conv_alpha/bias")
   for pooling in ("p", "max"):
-    cfg = tiny_cfg(pooling=pooling)
+    cfg = make_tiny_cfg(pooling=pooling)
     cfg.total_steps = cfg.log_every = cfg.checkpoint_every = cfg.eval_every = 2
     train(cfg, str(tmp_path / pooling))
     with open(tmp_path / pooling / "metrics.csv") as f:
@@ -182,7 +182,7 @@ def test_training_log_has_alpha_columns_and_max_pooling_none(tmp_path):
       assert value[(1, "alpha/backbone/pool1/bias")] == pytest.approx(20.0)
     assert os.listdir(tmp_path / pooling / "tensorboard")
   # Resume to 4 steps: drift keeps growing from the saved initial values.
-  cfg = tiny_cfg(pooling="p")
+  cfg = make_tiny_cfg(pooling="p")
   cfg.total_steps, cfg.log_every, cfg.checkpoint_every, cfg.eval_every = 4, 2, 2, 4
   train(cfg, str(tmp_path / "p"))
   with open(tmp_path / "p" / "metrics.csv") as f:

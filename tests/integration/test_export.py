@@ -199,7 +199,6 @@ def test_saved_model_reloads_in_tensorflow_and_matches(runs, tmp_path):
     _assert_close(got.numpy(), _live(runs["max"], images))
 
 
-@pytest.mark.slow  # CLI subprocesses
 def test_cli_help_and_bad_workdir_in_a_subprocess(tmp_path):
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
   ok = subprocess.run([sys.executable, "-m", "ppool_jax.export", "--help"], capture_output=True,

@@ -42,7 +42,6 @@ def test_importing_any_module_defines_no_flags_and_light_modules_skip_pil_and_tf
   assert "flags [] False False" in out, out
 
 
-@pytest.mark.slow  # a training in a subprocess
 def test_core_install_trains_without_tensorflow_tfds_and_h5py(tmp_path):
   """The optional dependencies blocked (``sys.modules[name] = None`` makes importing them an
   ImportError): a synthetic run trains; the features that need them name their extra.
@@ -123,7 +122,6 @@ def test_config_names_resolve_and_unknown_ones_fail():
     configs.get_config("nope")
 
 
-@pytest.mark.slow  # pip builds the wheel
 def test_wheel_ships_the_configs_and_runs_from_it(tmp_path):
   """Builds the wheel from a copy of the sources (the checkout stays clean), installs it into a
   folder of its own and loads the demo config from there: no experiments/ folder in sight."""

@@ -13,7 +13,7 @@ from ppool_jax.train.guard import new_record
 from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
-from support import random_batch, tiny_cfg
+from support import make_tiny_cfg, random_batch
 
 
 def _to_float64(tree):
@@ -47,7 +47,7 @@ def test_8_device_steps_pmap_and_mesh_equal_1_device_step_on_the_whole_batch(mod
   while a wrong data-parallel step (e.g. BatchNorm statistics not synchronised, or a
   per-device mean loss) differs by O(1) (checked below).
   """
-  cfg = tiny_cfg(**model)
+  cfg = make_tiny_cfg(**model)
   net = model_from_config(cfg)
   tx = make_optimizer(cfg)
   devices = jax.local_devices()
@@ -88,7 +88,7 @@ def test_8_device_steps_pmap_and_mesh_equal_1_device_step_on_the_whole_batch(mod
 def test_placed_state_is_sharded_as_the_step_returns_it(mode):
   """``place`` puts state and record where the step leaves them, so the step compiles once:
   placed with ``flax.jax_utils.replicate`` (another mesh), pmap compiled it a second time."""
-  cfg = tiny_cfg(blocks=((4,),))
+  cfg = make_tiny_cfg(blocks=((4,),))
   cfg.parallel = mode
   net, tx = model_from_config(cfg), make_optimizer(cfg)
   devices = jax.local_devices()[:2]
@@ -105,7 +105,7 @@ def test_bfloat16_step_tracks_float32_and_a_short_run_learns(tmp_path):
 
   Compared on the well-conditioned VGG-style net (at random init, ResNet's per-batch
   BatchNorm amplifies any rounding difference, as the float64 test above explains)."""
-  cfg = tiny_cfg()
+  cfg = make_tiny_cfg()
   tx = make_optimizer(cfg)
   state = init_state(cfg, model_from_config(cfg), tx, (32, 32, 3))
   batch = random_batch(8)

@@ -59,7 +59,6 @@ def _single_process_counts(workdir: str, step: int) -> tuple[dict, dict, list]:
                                      detail_classes=detail_classes(cfg)), labelled
 
 
-@pytest.mark.slow  # two processes, distributed JAX
 @pytest.mark.parametrize("mode", ["pmap", "mesh"])
 def test_two_processes_hold_identical_parameters_and_share_the_evaluation(tmp_path, mode):
   """Two processes of two devices train in lockstep; the final evaluation (5 images, two

@@ -13,7 +13,8 @@ from PIL import Image
 
 import tiny_config
 from ppool_jax import predict as predict_cli
-from ppool_jax.inference import Predictor, total_stride
+from ppool_jax.inference import Predictor
+from ppool_jax.models import output_stride
 from ppool_jax.metrics import segmentation_counts
 from ppool_jax.train import load_run, train
 from ppool_jax.train.steps import TrainState, make_eval_step
@@ -58,12 +59,13 @@ def test_eval_step_tta_equals_numpy_composition_of_model_logits(run):
 def test_whole_image_labels_are_the_models_on_the_padded_image(run):
   p = Predictor.from_workdir(run)
   loaded = load_run(run)
-  assert total_stride(loaded.config) == 8
+  # The tiny VGG16-seg: three stages, the last pooling stride 1 (as VGG16-seg's pool5): 2 * 2.
+  assert p.multiple == output_stride(loaded.model) == 4
   fwd = jax.jit(lambda x: loaded.model.apply(loaded.variables, x, train=False))
   for im in _images()[2:]:
     x = p.preprocess(im[None])
     h, w = im.shape[:2]
-    xp = np.pad(x, ((0, 0), (0, -h % 8), (0, -w % 8), (0, 0)))
+    xp = np.pad(x, ((0, 0), (0, -h % 4), (0, -w % 4), (0, 0)))
     logits = np.asarray(fwd(xp))[:, :h, :w]
     np.testing.assert_allclose(p.logits(im[None]), logits, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(p.predict(im).label, np.argmax(logits, -1)[0])

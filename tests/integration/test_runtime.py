@@ -165,7 +165,6 @@ def _first_logged_step(workdir):
     return {}
 
 
-@pytest.mark.slow  # three CLI trainings in subprocesses
 def test_sigterm_checkpoints_exits_0_and_resumes_to_the_uninterrupted_parameters(tmp_path):
   steps = ["--config.total_steps=40"]
   full, cut = str(tmp_path / "full"), str(tmp_path / "cut")

@@ -22,12 +22,12 @@ from ppool_jax.train.preflight import ConfigError, check_config
 from ppool_jax.train.loop import NonFiniteTrainingError, init_state, unreplicate
 from ppool_jax.train.optim import learning_rate_schedule, make_optimizer
 from ppool_jax.train.steps import AXIS
-from support import (final_params, random_batch, saved_steps, subprocess_env, tiny_cfg,
-                     train_cmd)
+from support import (final_params, make_tiny_cfg, random_batch, saved_steps,
+                     subprocess_env, train_cmd)
 
 
 def test_nonfinite_update_is_skipped_counted_and_stops_the_run(tmp_path):
-  cfg = tiny_cfg()
+  cfg = make_tiny_cfg()
   net = model_from_config(cfg)
   tx = make_optimizer(cfg)
   state = init_state(cfg, net, tx, (32, 32, 3))
@@ -56,7 +56,6 @@ def test_nonfinite_update_is_skipped_counted_and_stops_the_run(tmp_path):
   ckpt.close()
 
 
-@pytest.mark.slow  # three CLI trainings in subprocesses
 def test_killed_run_resumes_to_the_same_parameters(tmp_path):
   full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
   subprocess.run(train_cmd(full), check=True, env=subprocess_env(), capture_output=True)
@@ -76,7 +75,7 @@ def test_killed_run_resumes_to_the_same_parameters(tmp_path):
 
 
 def test_schedules():
-  cfg = tiny_cfg()
+  cfg = make_tiny_cfg()
   cfg.optim.learning_rate, cfg.optim.step_boundaries, cfg.optim.step_factor = 1.0, (6000,), 0.1
   sched = learning_rate_schedule(cfg, 10_000)
   assert float(sched(5999)) == pytest.approx(1.0) and float(sched(6001)) == pytest.approx(0.1)
@@ -114,7 +113,7 @@ def test_configs_build_their_model(name, arg):
 
 
 def test_missing_pretrained_weights_is_a_clear_error(tmp_path):
-  cfg = tiny_cfg()
+  cfg = make_tiny_cfg()
   cfg.model.pretrained = str(tmp_path / "weights")
   with pytest.raises(ConfigError, match="pretrained weights not found.*ppool_jax.convert"):
     train(cfg, str(tmp_path / "run"))

@@ -16,7 +16,6 @@ EXPECTED = [["runner, every step", "every step", "0"],
             ["train(), prefetch", "logging steps", "2"]]
 
 
-@pytest.mark.slow  # trains four times in a subprocess
 def test_train_loop_benchmark_writes_every_loop_with_positive_rates(tmp_path):
   out = tmp_path / "train_loop.md"
   env = dict(os.environ, XLA_FLAGS="", PYTHONPATH=ROOT)

@@ -174,7 +174,7 @@ def test_frozen_modules_never_move_and_the_rest_trains_as_without_freezing(name)
     cfg.optim.source_loss, cfg.loss.normalization, cfg.optim.weight_decay = "mean", "valid", 0.1
     cfg.optim.learning_rate = 1e-2  # a step that float32 resolves on the bias 20
   model = VGG16Seg(num_classes=3, pooling="p", width=0.125, blocks=((8,), (8,)))
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
   grads = [jax.tree_util.tree_map(lambda x, k=k: jax.random.normal(jax.random.PRNGKey(k), x.shape),
                                   params) for k in range(3)]
 

@@ -2,7 +2,6 @@
 loader it replaced, at every step, for one and two processes, however it is read (one
 thread, grain's threads, random access), and resumable at any step."""
 
-import os
 import sys
 
 import numpy as np
@@ -10,9 +9,8 @@ import pytest
 
 from ppool_jax.data import AugmentConfig, DatasetError, SyntheticSource
 from ppool_jax.data.loader import TrainLoader, epoch_order
-from support import ROOT
+from support import BENCH
 
-BENCH = os.path.join(ROOT, "experiments", "bench")
 sys.path.insert(0, BENCH)
 try:
   from loader import ThreadPoolLoader  # the old loader, verbatim (experiments/bench/loader.py)

@@ -243,20 +243,6 @@ def test_a_config_rule_trains_part_of_a_frozen_module(tiny_cfg):
   assert lines["classifier/kernel"] == "x1"
 
 
-def test_train_cli_prints_the_rules_without_a_workdir():
-  import subprocess
-  import sys
-  out = subprocess.run([sys.executable, "-m", "ppool_jax.train", "--config",
-                        "table45:deeplab_largefov,voc_aug,p", "--print_rules"],
-                       capture_output=True, text=True, check=True).stdout.splitlines()
-  rows = {line.split()[0]: line.split()[1:3] for line in out[1:]}
-  assert rows["fc8/kernel"] == ["x10", "x1"] and rows["fc8/bias"] == ["x20", "x0"]
-  assert rows["backbone/pool1/side_branch/prelu/slope"] == ["x3", "x0"]
-  missing = subprocess.run([sys.executable, "-m", "ppool_jax.train", "--config",
-                            "synthetic_demo"], capture_output=True, text=True)
-  assert missing.returncode != 0 and "--workdir is required" in missing.stderr
-
-
 def test_sgd_adam_state_keeps_the_side_branch_group_of_older_checkpoints():
   """Runs written before the rules were data have opt_state groups "default" and
   "side_branch": the same names keep them resumable."""
