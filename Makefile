@@ -27,9 +27,10 @@ demo: $(VENV)/.installed
 demo-check: $(VENV)/.installed
 	$(PY) -m pytest -q tests/integration/test_demo_rerun.py
 
+# One pytest run for the tests and the notebooks (nbmake runs each in its own folder), so the
+# two workers share out all of it.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
-	cd notebooks && ../$(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=300 *.ipynb
+	$(PY) -m pytest -q -n 2 --dist loadfile --nbmake --nbmake-timeout=300 tests notebooks
 
 # The unit tier (tests/unit) without the notebooks: tests/conftest.py marks every test under
 # tests/integration slow (whole models, end-to-end trainings, multi-process runs, CLI
