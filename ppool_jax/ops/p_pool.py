@@ -26,6 +26,11 @@ import numpy as np
 from ppool_jax.ops.p_pool_vjp import compute_dtype, p_pool_core
 from ppool_jax.ops.windows import Padding, window_geometry
 
+# The operator as one compiled program per geometry (inside a traced function it is inlined):
+# called eagerly, p_pool's few hundred elementwise ops would otherwise each be dispatched and
+# compiled on their own, seconds on the first call of every shape.
+_p_pool_jit = jax.jit(p_pool_core, static_argnums=(2, 3))
+
 
 def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
            strides: Sequence[int] | None = None, padding: Padding = "VALID", *,
@@ -122,7 +127,7 @@ def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
                      "broadcastable to (*batch, *out_spatial, C)).")
   mode = _shift_mode(shift)
   _check_concrete_values(inputs, alpha, mode)
-  return p_pool_core(inputs, alpha, geom, mode)
+  return _p_pool_jit(inputs, alpha, geom, mode)
 
 
 def _shift_mode(shift) -> str | None:
