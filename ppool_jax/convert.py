@@ -205,7 +205,7 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
 def merge_pretrained(variables: Mapping, converted: Mapping, model_name: str) -> dict:
   """:func:`merge_backbone`, plus the model's converted fc6/fc7 (FCN-8s, DeepLab-LargeFOV)
   when the checkpoint has them. Everything else keeps its initialisation."""
-  out = merge_backbone(variables, {k: v for k, v in converted.items() if k != "heads"})
+  out = merge_backbone(variables, converted)
   heads = converted.get("heads", {}).get(model_name)
   if heads:
     out["params"] = _merge(dict(out["params"]), heads, f"params ({model_name} heads)")
@@ -214,9 +214,13 @@ def merge_pretrained(variables: Mapping, converted: Mapping, model_name: str) ->
 
 def merge_backbone(variables: Mapping, converted: Mapping, prefix: str = "backbone") -> dict:
   """Replaces ``variables[col][prefix][...]`` leaves by the converted ones (same names);
-  everything else (heads, P-pooling side branches) keeps its initialisation."""
+  everything else (heads, P-pooling side branches) keeps its initialisation. A converted
+  VGG16's ``heads`` (fc6/fc7 for FCN-8s and DeepLab-LargeFOV) are not backbone weights and
+  are left out: :func:`merge_pretrained` loads them."""
   out = {col: dict(tree) for col, tree in variables.items()}
   for col, tree in converted.items():
+    if col == "heads":
+      continue
     if col not in out:
       raise ConversionError(f"converted weights have a {col!r} collection, which the model lacks.")
     target = out[col]

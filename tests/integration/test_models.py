@@ -283,6 +283,12 @@ def test_fc6_fc7_convert_for_fcn8s_and_deeplab_largefov():
   variables = jax.eval_shape(lambda: _init(model, x))
   variables = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), variables)
   merged = convert.merge_pretrained(variables, converted, "fcn8s")
+  # merge_backbone takes the same checkpoint (it has a "heads" collection) and loads its backbone
+  # alone: fc6/fc7 keep their initialisation (issue #21: it raised ConversionError).
+  backbone_only = convert.merge_backbone(variables, converted)
+  chex.assert_trees_all_equal(backbone_only["params"]["backbone"], merged["params"]["backbone"])
+  chex.assert_trees_all_equal(backbone_only["params"]["fc7"], variables["params"]["fc7"])
+  assert np.abs(np.asarray(merged["params"]["fc7"]["kernel"])).max() > 0
   _, inter = model.apply(merged, x, capture_intermediates=True)
   inter = inter["intermediates"]
   pool5 = np.asarray(inter["backbone"]["__call__"][0]["out"], np.float64)[0]   # (7, 7, 512)
