@@ -151,7 +151,7 @@ def images_per_second(make, batches: int, batch: int) -> tuple[float, dict]:
 
 
 def main():
-  from timing import host_cpu
+  from timing import emit, host_cpu, rate_cells
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--sources", default="files,synthetic")
   ap.add_argument("--batch", type=int, default=10, help="global batch (base config's)")
@@ -218,12 +218,8 @@ def main():
     old = float(np.median(table[(s, "thread pool (old)", args.workers)]))
     for (src, name, w), r in table.items():
       if src == s:
-        lines.append(f"| {s} | {name} | {w} | {np.median(r):.1f} | {min(r):.1f} | "
-                     f"{max(r):.1f} | {np.median(r) / old:.2f} |")
-  print("\n".join(lines))
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write("\n".join(lines) + "\n")
+        lines.append(f"| {s} | {name} | {w} | {rate_cells(r, old)} |")
+  emit(lines, args.out)
   tmp.cleanup()
 
 

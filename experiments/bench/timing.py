@@ -33,3 +33,17 @@ def host_cpu() -> str:
   except (OSError, StopIteration):
     pass
   return f"{model}, {os.cpu_count()} cores"
+
+
+def rate_cells(rates, reference: float) -> str:
+  """``median | min | max | median / reference`` of repeated rates, as Markdown table cells."""
+  return (f"{np.median(rates):.1f} | {min(rates):.1f} | {max(rates):.1f} | "
+          f"{np.median(rates) / reference:.2f}")
+
+
+def emit(lines, out=None) -> None:
+  """Prints a results file's lines and, with ``out``, writes them there."""
+  print("\n".join(lines))
+  if out:
+    with open(out, "w") as f:
+      f.write("\n".join(lines) + "\n")

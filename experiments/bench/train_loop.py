@@ -38,7 +38,7 @@ from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.runtime import prefetch
-from timing import host_cpu
+from timing import emit, host_cpu, rate_cells
 
 # (name, loop, metrics fetched, prefetch): the first row is the "before".
 ROWS = (("runner, every step", "runner", "every step", 0),
@@ -156,12 +156,8 @@ def main():
       "|---|---|---|---|---|---|---|"]
   for name, kind, fetch, size in ROWS:
     r = rates[name]
-    lines.append(f"| {name} | {fetch} | {size} | {np.median(r):.1f} | {min(r):.1f} | "
-                 f"{max(r):.1f} | {np.median(r) / before:.2f} |")
-  print("\n".join(lines))
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write("\n".join(lines) + "\n")
+    lines.append(f"| {name} | {fetch} | {size} | {rate_cells(r, before)} |")
+  emit(lines, args.out)
 
 
 if __name__ == "__main__":
