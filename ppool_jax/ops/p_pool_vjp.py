@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from ppool_jax.ops.windows import (WindowGeometry, fold, from_pixel_grid, masked, pad_windows,
-                                   pixel_memberships, to_pixel_grid, window_members,
+from ppool_jax.ops.windows import (WindowGeometry, fold, from_pixel_grid, map_windows, masked,
+                                   pad_windows, pixel_memberships, to_pixel_grid, window_members,
                                    window_to_pixels)
 
 
@@ -33,6 +33,11 @@ def compute_dtype(dtype):
 # * The input gradient is computed per pixel (``pixel_memberships``): each pixel's
 #   term for each window it belongs to, with the per-window statistics shifted and
 #   repeated onto the pixel grid. No scatter, no per-member arrays.
+# * Two forwards. Without differentiation (``_forward``, the inference path) one loop reads
+#   the unpadded input region by region (``map_windows``): no padded copy, no masks, no
+#   residuals, one log and one exp per member. Under ``grad`` (``_forward_with_residuals``)
+#   the loops read the padded input that the backward pass stores anyway and use
+#   ``_weight``, the weights the backward recomputes (and grad-of-grad differentiates).
 
 
 # Cephes' logf: x = 2^e * m with m in [sqrt(1/2), sqrt(2)), log(m) by a degree-9 polynomial
@@ -42,21 +47,32 @@ _LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-
              3.3333331174e-1)
 
 
-def _log_f32_poly(x):
+def _log_f32_poly(x, subnormals: bool = True):
   """``log(x)`` for float32 ``x > 0`` (any finite positive value, subnormals included)
   from elementwise arithmetic only, so it vectorises inside a fused loop; values
-  ``<= 0`` give garbage (callers select them away)."""
+  ``<= 0`` give garbage (callers select them away).
+
+  ``subnormals=False`` drops the subnormal path (identical results for normal ``x``;
+  a subnormal reads as the smallest normal, 2^-126): the fused loops' guard ``z > 0``
+  never passes a subnormal on XLA:CPU, which runs with denormals-are-zero.
+  """
   bits = lax.bitcast_convert_type(x, jnp.int32)
-  # A subnormal 2^-149 * n is read through its integer n (exact in float32): no float op
-  # touches a subnormal, so the result holds where the CPU flushes them to zero.
-  sub = (bits & 0x7F800000) == 0
-  bits = jnp.where(sub, lax.bitcast_convert_type((bits & 0x007FFFFF).astype(jnp.float32),
-                                                 jnp.int32), bits)
-  m = lax.bitcast_convert_type((bits & 0x007FFFFF) | 0x3F000000, jnp.float32)  # [1/2, 1)
-  e = ((bits >> 23) & 0xFF) - 126 - jnp.where(sub, 149, 0)
-  low = m < 0.70710678118654752440
-  e = jnp.where(low, e - 1, e).astype(jnp.float32)
-  t = jnp.where(low, m + m, m) - 1.0
+  if subnormals:
+    # A subnormal 2^-149 * n is read through its integer n (exact in float32): no float op
+    # touches a subnormal, so the result holds where the CPU flushes them to zero.
+    sub = (bits & 0x7F800000) == 0
+    bits = jnp.where(sub, lax.bitcast_convert_type((bits & 0x007FFFFF).astype(jnp.float32),
+                                                   jnp.int32), bits)
+  else:
+    bits = jnp.maximum(bits, 0x00800000)
+  # x = 2^e * m with m in [sqrt(1/2), sqrt(2)): subtracting sqrt(1/2)'s bits carries into
+  # the exponent field exactly when m would fall below sqrt(1/2) (no compare, no select).
+  e = (bits - 0x3F3504F3) >> 23
+  m = lax.bitcast_convert_type(bits - (e << 23), jnp.float32)
+  if subnormals:
+    e = e - jnp.where(sub, 149, 0)
+  e = e.astype(jnp.float32)
+  t = m - 1.0  # exact (Sterbenz)
   t2 = t * t
   p = jnp.float32(_LOG_POLY[0])
   for c in _LOG_POLY[1:]:
@@ -64,13 +80,50 @@ def _log_f32_poly(x):
   return t + (t * t2 * p - 2.12194440e-4 * e - 0.5 * t2) + 0.693359375 * e
 
 
+@jax.custom_jvp
 def _log(x):
-  """``log`` of a positive array. float32 on CPU takes ``_log_f32_poly``: inside the fused
-  per-member loops XLA:CPU's ``log`` costs 1.7x a whole ``max_pool`` for 4 members
-  (the polynomial 1.2x; issue #23); other dtypes and platforms use ``jnp.log``."""
+  """``log`` of a positive array. float32 on CPU takes ``_log_f32_poly`` (normal range):
+  inside the fused per-member loops XLA:CPU's ``log`` costs 1.7x a whole ``max_pool`` for
+  4 members (the polynomial 1.2x; issue #23); other dtypes and platforms use ``jnp.log``.
+  Its derivative is ``1 / x`` (the polynomial's bit casts have none): second-order
+  gradients differentiate the passes that call it."""
   if x.dtype != jnp.float32:
     return jnp.log(x)
-  return lax.platform_dependent(x, cpu=_log_f32_poly, default=jnp.log)
+  return lax.platform_dependent(x, cpu=partial(_log_f32_poly, subnormals=False),
+                                default=jnp.log)
+
+
+@_log.defjvp
+def _log_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  return _log(x), t / x
+
+
+# Cephes' exp2f: 2^y = 2^n * 2^f, n = round(y), f in [-1/2, 1/2] by a degree-6 polynomial.
+_EXP2_POLY = (1.535336188319500e-4, 1.339887440266574e-3, 9.618437357674640e-3,
+              5.550332471162809e-2, 2.402264791363012e-1, 6.931472028550421e-1)
+
+
+def _exp2_f32_poly(y):
+  """``2^y`` for float32 ``y <= 0`` (``-inf`` included) from elementwise arithmetic; 0 below
+  ``2^-127`` (XLA:CPU flushes subnormal results to zero anyway). ``2^0`` is exactly 1."""
+  y = jnp.maximum(y, -127.0)
+  n = jnp.floor(y + 0.5)
+  f = y - n  # exact
+  p = jnp.float32(_EXP2_POLY[0])
+  for c in _EXP2_POLY[1:]:
+    p = p * f + c
+  scale = lax.bitcast_convert_type((n.astype(jnp.int32) + 127) << 23, jnp.float32)  # 0 at -127
+  return (f * p + 1.0) * scale
+
+
+def _exp2_nonpositive(y):
+  """``2^y`` for ``y <= 0``: ``_exp2_f32_poly`` for float32 on CPU (4-9% faster forward
+  than ``exp`` there: no range reduction by log 2, no overflow and NaN handling), else
+  ``jnp.exp2``."""
+  if y.dtype != jnp.float32:
+    return jnp.exp2(y)
+  return lax.platform_dependent(y, cpu=_exp2_f32_poly, default=jnp.exp2)
 
 
 def _top_log(top):
@@ -94,8 +147,10 @@ def _weight(z, a, top, log_top, tag):
 
 
 class _Windows:
-  """A window's members (strided slices of output shape, see ``window_members``),
-  their shift (Eq. 2), the shifted window maximum ``top`` and its ``log``."""
+  """A window's members (strided slices of output shape of the padded input, see
+  ``window_members``), their validity masks, their shift (Eq. 2), the shifted window
+  maximum ``top`` and its ``log``: the view of the windows of the backward pass and of
+  the forward pass that feeds it."""
 
   def __init__(self, x: jax.Array, geom: WindowGeometry, mode: str | None, low=None,
                top=None, log_top=None):
@@ -129,26 +184,99 @@ def _spatial_axes(x, geom: WindowGeometry) -> tuple[int, ...]:
   return tuple(range(nb, nb + geom.ndim))
 
 
-def _shift_back(f, win):
-  return f if win.low is None else f + win.low
+# The inference forward's weights (``_pooled``): ``e_i = 2^(a log2(e) (log z_i - max_j log z_j))``.
+# The window maximum's log is the largest member log (log is monotone; ``_log_f32_poly``
+# is, over every float32), so the maximum's weight is exactly ``2^0 = 1`` without a compare
+# and no separate ``log(top)`` is taken. A non-positive member's log is the finite
+# ``_LOG_ZERO``, so the conventions of ``_weight`` need no select: ``a = 0`` gives
+# ``2^0 = 1``, an all-zero window gives every member ``2^0 = 1``, and any
+# ``a >= _ALPHA_MIN`` sends a zero member's exponent ``<= -3e8`` to weight 0. Smaller
+# positive alpha is raised to ``_ALPHA_MIN``: the positive members' weights are exactly 1
+# either way (``|a log(z / top)| <= 1e-30 * 1500``), the zero members' drop to 0 as
+# documented. ``a log2(e)`` is capped at the dtype's maximum (alpha up to 3.4e38 is
+# accepted): every weight but the maximum's is 0 well before that.
+_LOG_ZERO = -3.0e38
+_ALPHA_MIN = 1e-30
+
+
+def _select_max(p, q):
+  return jnp.where(p > q, p, q)  # jnp.maximum adds NaN handling the logs never need
+
+
+def _pooled(zs, masks, a2):
+  """Eq. 1 over one region's members ``zs``: ``sum_i e_i z_i / sum_i e_i``, ``a2`` the
+  (clamped) alpha times ``log2(e)``; members outside their ``masks`` (padding; ``None``: no
+  padding) weigh 0. Not for differentiation (``log`` sees the non-positive members,
+  ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``): the primal only."""
+  logs = masked([jnp.where(z > 0, _log(z), _LOG_ZERO) for z in zs], masks, _LOG_ZERO)
+  log_top = fold(_select_max, logs)
+  es = masked([_exp2_nonpositive(a2 * (lg - log_top)) for lg in logs], masks, 0.0)
+  return fold(jnp.add, [e * z for e, z in zip(es, zs)]) / fold(jnp.add, es)
 
 
 def _forward(x, alpha, geom, mode):
-  """Eq. 1 (Eq. 2 with a shift): ``(y, f, windows)``, ``f`` the pooled shifted values."""
+  """Eq. 1 (Eq. 2 with a shift) in ``x.dtype``: the primal of ``p_pool_core``, the
+  inference path (no gradient; never differentiated, also not by grad-of-grad).
+
+  One fused loop over the output that reads ``x`` directly through ``map_windows`` (no
+  padded copy, no masks; large padded windows: the padded input with masks) with
+  ``_pooled``'s weights: per member one ``log`` and one ``exp``, the maximum's log
+  shared. It stores nothing in float32: compiled temp memory 0
+  (``shift="map"`` adds the ``(*batch, 1.., C)`` map minimum), no residuals; a bfloat16
+  input with padding is cast to float32 once and stored (XLA sinks the members' casts
+  into one; before, the padded float32 copy was stored for every dtype). A shared
+  per-pixel log array (one log per pixel instead of one per member: 4.25 instead of 9 per
+  output for 3x3/2) was measured slower than the logs in the loop: writing it and
+  reading it back through nine slices costs more than the polynomial.
+  """
+  cdt = compute_dtype(x.dtype)
+  xc = x.astype(cdt)
+  a = alpha.astype(cdt)
+  a = jnp.where(a > 0, jnp.maximum(a, _ALPHA_MIN), a)
+  windows = [jnp.minimum(a * np.log2(np.e).astype(cdt), jnp.finfo(cdt).max)]  # 3e38: finite
+  if mode == "map":
+    windows.append(jnp.min(xc, axis=_spatial_axes(xc, geom), keepdims=True))
+
+  def pool(zs, masks, windows):
+    aw, *low = windows
+    if mode == "window":
+      low = [fold(jnp.minimum, masked(zs, masks, jnp.inf))]
+    if low:  # per member: x - low as one input-sized array would be stored
+      zs = [z - low[0] for z in zs]
+    f = _pooled(zs, masks, aw)
+    return f + low[0] if low else f
+
+  return map_windows(pool, xc, geom, windows).astype(x.dtype)
+
+
+def _forward_with_residuals(x, alpha, geom, mode):
+  """``_p_pool_fwd``'s forward: ``(y, f, windows)``, ``f`` the pooled shifted values.
+
+  The backward pass reads the windows through the padded input and masks (``_Windows``);
+  this pass shares that padded input (the same HLO, merged by XLA) and computes ``top``,
+  ``log(top)`` and ``f`` with ``_weight``'s weights, those the backward recomputes and
+  grad-of-grad differentiates. (``_forward``'s region loops measured no faster here, and
+  the backward's pads of ``f`` and ``top`` split them into stored per-region arrays: one
+  output-sized array more fwd+bwd temp memory for 3x3/2 SAME.)
+  """
   cdt = compute_dtype(x.dtype)
   win = _Windows(x.astype(cdt), geom, mode)
   terms = win.terms(alpha.astype(cdt), tag=1.0)
   f = fold(jnp.add, [e * z for z, _, _, e in terms]) / fold(jnp.add, [e for *_, e in terms])
-  return _shift_back(f, win).astype(x.dtype), f, win
+  # One barrier for the three residuals: XLA then schedules their loops together and the
+  # fwd+bwd peak memory drops by one to two output-sized arrays (measured, issue #23).
+  f, win.top, win.log_top = lax.optimization_barrier((f, win.top, win.log_top))
+  y = f if win.low is None else f + win.low
+  return y.astype(x.dtype), f, win
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def p_pool_core(x, alpha, geom, mode):
-  return _forward(x, alpha, geom, mode)[0]
+  return _forward(x, alpha, geom, mode)
 
 
 def _p_pool_fwd(x, alpha, geom, mode):
-  y, f, win = _forward(x, alpha, geom, mode)
+  y, f, win = _forward_with_residuals(x, alpha, geom, mode)
   # Residuals are output-sized (no per-member arrays) and stay in the compute dtype:
   # the bfloat16 output is too coarse for the (x_i - y) differences of Eq. 3. sum_i e_i is
   # recomputed in the backward pass: stored, XLA:CPU would store every e_i with it.
