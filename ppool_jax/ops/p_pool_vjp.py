@@ -264,7 +264,7 @@ def _forward_with_residuals(x, alpha, geom, mode):
   terms = win.terms(alpha.astype(cdt), tag=1.0)
   f = fold(jnp.add, [e * z for z, _, _, e in terms]) / fold(jnp.add, [e for *_, e in terms])
   # One barrier for the three residuals: XLA then schedules their loops together and the
-  # fwd+bwd peak memory drops by one to two output-sized arrays (measured, issue #23).
+  # fwd+bwd peak memory drops by one output-sized array (measured, issue #23 item 2).
   f, win.top, win.log_top = lax.optimization_barrier((f, win.top, win.log_top))
   y = f if win.low is None else f + win.low
   return y.astype(x.dtype), f, win
