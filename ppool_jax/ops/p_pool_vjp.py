@@ -13,6 +13,8 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
+from ppool_jax.ops.f32_math import exp2_nonpositive, log
+from ppool_jax.ops.regions import map_windows
 from ppool_jax.ops.windows import (WindowGeometry, fold, from_pixel_grid, masked, pad_windows,
                                    pixel_memberships, to_pixel_grid, window_members,
                                    window_to_pixels)
@@ -33,49 +35,16 @@ def compute_dtype(dtype):
 # * The input gradient is computed per pixel (``pixel_memberships``): each pixel's
 #   term for each window it belongs to, with the per-window statistics shifted and
 #   repeated onto the pixel grid. No scatter, no per-member arrays.
-
-
-# Cephes' logf: x = 2^e * m with m in [sqrt(1/2), sqrt(2)), log(m) by a degree-9 polynomial
-# in m - 1 (error <= 1 ulp; XLA:CPU's log measured 1.1 ulp) and e * log 2 in two parts.
-_LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-             3.3333331174e-1)
-
-
-def _log_f32_poly(x):
-  """``log(x)`` for float32 ``x > 0`` (any finite positive value, subnormals included)
-  from elementwise arithmetic only, so it vectorises inside a fused loop; values
-  ``<= 0`` give garbage (callers select them away)."""
-  bits = lax.bitcast_convert_type(x, jnp.int32)
-  # A subnormal 2^-149 * n is read through its integer n (exact in float32): no float op
-  # touches a subnormal, so the result holds where the CPU flushes them to zero.
-  sub = (bits & 0x7F800000) == 0
-  bits = jnp.where(sub, lax.bitcast_convert_type((bits & 0x007FFFFF).astype(jnp.float32),
-                                                 jnp.int32), bits)
-  m = lax.bitcast_convert_type((bits & 0x007FFFFF) | 0x3F000000, jnp.float32)  # [1/2, 1)
-  e = ((bits >> 23) & 0xFF) - 126 - jnp.where(sub, 149, 0)
-  low = m < 0.70710678118654752440
-  e = jnp.where(low, e - 1, e).astype(jnp.float32)
-  t = jnp.where(low, m + m, m) - 1.0
-  t2 = t * t
-  p = jnp.float32(_LOG_POLY[0])
-  for c in _LOG_POLY[1:]:
-    p = p * t + c
-  return t + (t * t2 * p - 2.12194440e-4 * e - 0.5 * t2) + 0.693359375 * e
-
-
-def _log(x):
-  """``log`` of a positive array. float32 on CPU takes ``_log_f32_poly``: inside the fused
-  per-member loops XLA:CPU's ``log`` costs 1.7x a whole ``max_pool`` for 4 members
-  (the polynomial 1.2x; issue #23); other dtypes and platforms use ``jnp.log``."""
-  if x.dtype != jnp.float32:
-    return jnp.log(x)
-  return lax.platform_dependent(x, cpu=_log_f32_poly, default=jnp.log)
+# * Two forwards. Without differentiation (``_forward``, the inference path) one loop reads
+#   the unpadded input region by region (``map_windows``): no padded copy, no masks, no
+#   residuals, one log and one exp per member. Under ``grad`` (``_forward_with_residuals``)
+#   the loops read the padded input that the backward pass stores anyway and use
+#   ``_weight``, the weights the backward recomputes (and grad-of-grad differentiates).
 
 
 def _top_log(top):
   """``log(top)``, ``-inf`` for an all-zero window."""
-  return jnp.where(top > 0, _log(jnp.where(top > 0, top, 1)), -jnp.inf)
+  return jnp.where(top > 0, log(jnp.where(top > 0, top, 1)), -jnp.inf)
 
 
 def _weight(z, a, top, log_top, tag):
@@ -87,15 +56,17 @@ def _weight(z, a, top, log_top, tag):
   that bit into a percent). Returns ``(pos, log(z / top) or 0, e)``.
   """
   pos = z > 0
-  log_r = jnp.where(pos, _log(jnp.where(pos, z, tag)) - log_top, 0.0)
+  log_r = jnp.where(pos, log(jnp.where(pos, z, tag)) - log_top, 0.0)
   e = jnp.where(z == top, 1.0, jnp.where(
       pos, jnp.exp(a * log_r), jnp.where((a == 0) | (log_top == -jnp.inf), 1.0, 0.0)))
   return pos, log_r, e
 
 
 class _Windows:
-  """A window's members (strided slices of output shape, see ``window_members``),
-  their shift (Eq. 2), the shifted window maximum ``top`` and its ``log``."""
+  """A window's members (strided slices of output shape of the padded input, see
+  ``window_members``), their validity masks, their shift (Eq. 2), the shifted window
+  maximum ``top`` and its ``log``: the view of the windows of the backward pass and of
+  the forward pass that feeds it."""
 
   def __init__(self, x: jax.Array, geom: WindowGeometry, mode: str | None, low=None,
                top=None, log_top=None):
@@ -129,26 +100,99 @@ def _spatial_axes(x, geom: WindowGeometry) -> tuple[int, ...]:
   return tuple(range(nb, nb + geom.ndim))
 
 
-def _shift_back(f, win):
-  return f if win.low is None else f + win.low
+# The inference forward's weights (``_pooled``): ``e_i = 2^(a log2(e) (log z_i - max_j log z_j))``.
+# The window maximum's log is the largest member log (log is monotone; ``log_f32_poly``
+# is, over every float32), so the maximum's weight is exactly ``2^0 = 1`` without a compare
+# and no separate ``log(top)`` is taken. A non-positive member's log is the finite
+# ``_LOG_ZERO``, so the conventions of ``_weight`` need no select: ``a = 0`` gives
+# ``2^0 = 1``, an all-zero window gives every member ``2^0 = 1``, and any
+# ``a >= _ALPHA_MIN`` sends a zero member's exponent ``<= -3e8`` to weight 0. Smaller
+# positive alpha is raised to ``_ALPHA_MIN``: the positive members' weights are exactly 1
+# either way (``|a log(z / top)| <= 1e-30 * 1500``), the zero members' drop to 0 as
+# documented. ``a log2(e)`` is capped at the dtype's maximum (alpha up to 3.4e38 is
+# accepted): every weight but the maximum's is 0 well before that.
+_LOG_ZERO = -3.0e38
+_ALPHA_MIN = 1e-30
+
+
+def _select_max(p, q):
+  return jnp.where(p > q, p, q)  # jnp.maximum adds NaN handling the logs never need
+
+
+def _pooled(zs, masks, a2):
+  """Eq. 1 over one region's members ``zs``: ``sum_i e_i z_i / sum_i e_i``, ``a2`` the
+  (clamped) alpha times ``log2(e)``; members outside their ``masks`` (padding; ``None``: no
+  padding) weigh 0. Not for differentiation (``log`` sees the non-positive members,
+  ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``): the primal only."""
+  logs = masked([jnp.where(z > 0, log(z), _LOG_ZERO) for z in zs], masks, _LOG_ZERO)
+  log_top = fold(_select_max, logs)
+  es = masked([exp2_nonpositive(a2 * (lg - log_top)) for lg in logs], masks, 0.0)
+  return fold(jnp.add, [e * z for e, z in zip(es, zs)]) / fold(jnp.add, es)
 
 
 def _forward(x, alpha, geom, mode):
-  """Eq. 1 (Eq. 2 with a shift): ``(y, f, windows)``, ``f`` the pooled shifted values."""
+  """Eq. 1 (Eq. 2 with a shift) in ``x.dtype``: the primal of ``p_pool_core``, the
+  inference path (no gradient; never differentiated, also not by grad-of-grad).
+
+  One fused loop over the output that reads ``x`` directly through ``map_windows`` (no
+  padded copy, no masks; large padded windows: the padded input with masks) with
+  ``_pooled``'s weights: per member one ``log`` and one ``exp``, the maximum's log
+  shared. It stores nothing in float32: compiled temp memory 0
+  (``shift="map"`` adds the ``(*batch, 1.., C)`` map minimum), no residuals; a bfloat16
+  input with padding is cast to float32 once and stored (XLA sinks the members' casts
+  into one; before, the padded float32 copy was stored for every dtype). A shared
+  per-pixel log array (one log per pixel instead of one per member: 4.25 instead of 9 per
+  output for 3x3/2) was measured slower than the logs in the loop: writing it and
+  reading it back through nine slices costs more than the polynomial.
+  """
+  cdt = compute_dtype(x.dtype)
+  xc = x.astype(cdt)
+  a = alpha.astype(cdt)
+  a = jnp.where(a > 0, jnp.maximum(a, _ALPHA_MIN), a)
+  windows = [jnp.minimum(a * np.log2(np.e).astype(cdt), jnp.finfo(cdt).max)]  # 3e38: finite
+  if mode == "map":
+    windows.append(jnp.min(xc, axis=_spatial_axes(xc, geom), keepdims=True))
+
+  def pool(zs, masks, windows):
+    aw, *low = windows
+    if mode == "window":
+      low = [fold(jnp.minimum, masked(zs, masks, jnp.inf))]
+    if low:  # per member: x - low as one input-sized array would be stored
+      zs = [z - low[0] for z in zs]
+    f = _pooled(zs, masks, aw)
+    return f + low[0] if low else f
+
+  return map_windows(pool, xc, geom, windows).astype(x.dtype)
+
+
+def _forward_with_residuals(x, alpha, geom, mode):
+  """``_p_pool_fwd``'s forward: ``(y, f, windows)``, ``f`` the pooled shifted values.
+
+  The backward pass reads the windows through the padded input and masks (``_Windows``);
+  this pass shares that padded input (the same HLO, merged by XLA) and computes ``top``,
+  ``log(top)`` and ``f`` with ``_weight``'s weights, those the backward recomputes and
+  grad-of-grad differentiates. (``_forward``'s region loops measured no faster here, and
+  the backward's pads of ``f`` and ``top`` split them into stored per-region arrays: one
+  output-sized array more fwd+bwd temp memory for 3x3/2 SAME.)
+  """
   cdt = compute_dtype(x.dtype)
   win = _Windows(x.astype(cdt), geom, mode)
   terms = win.terms(alpha.astype(cdt), tag=1.0)
   f = fold(jnp.add, [e * z for z, _, _, e in terms]) / fold(jnp.add, [e for *_, e in terms])
-  return _shift_back(f, win).astype(x.dtype), f, win
+  # One barrier for the three residuals: XLA then schedules their loops together and the
+  # fwd+bwd peak memory drops by one output-sized array (measured, issue #23 item 2).
+  f, win.top, win.log_top = lax.optimization_barrier((f, win.top, win.log_top))
+  y = f if win.low is None else f + win.low
+  return y.astype(x.dtype), f, win
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def p_pool_core(x, alpha, geom, mode):
-  return _forward(x, alpha, geom, mode)[0]
+  return _forward(x, alpha, geom, mode)
 
 
 def _p_pool_fwd(x, alpha, geom, mode):
-  y, f, win = _forward(x, alpha, geom, mode)
+  y, f, win = _forward_with_residuals(x, alpha, geom, mode)
   # Residuals are output-sized (no per-member arrays) and stay in the compute dtype:
   # the bfloat16 output is too coarse for the (x_i - y) differences of Eq. 3. sum_i e_i is
   # recomputed in the backward pass: stored, XLA:CPU would store every e_i with it.
