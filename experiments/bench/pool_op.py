@@ -1,22 +1,28 @@
 """Benchmark: p_pool vs flax max_pool / avg_pool, forward and forward+backward.
 
-Prints times measured side by side in one process, the ratios to max_pool, and
-compiled temp memory from ``memory_analysis()``; with ``--out`` also writes a
-markdown table. Run with ``XLA_FLAGS=`` unset so XLA sees one device.
+Every alpha shape (the side branch's dense map, per channel, scalar), 2x2/2 VALID and
+3x3/2 SAME, float32 and bfloat16. The ops of a group are timed in turn within every repeat,
+so a change of load hits them alike; prints and (``--out``) writes each op's median time,
+its ratio to max_pool (median over the repeats, with their range), compiled temp memory from
+``memory_analysis()``, and issue #23's targets against the worst alpha shape. Run with
+``XLA_FLAGS=`` unset so XLA sees one device.
 
-  python experiments/bench/pool_op.py --out experiments/results/pool_op.md
+  XLA_FLAGS= python experiments/bench/pool_op.py --repeats 20 --out experiments/results/pool_op.md
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ppool_jax import p_pool
-from timing import host_cpu, median_time
+from timing import emit, host_cpu
 
 
 ALPHAS = ("dense", "channel", "scalar")  # the side branch's map, (C,), ()
@@ -35,19 +41,46 @@ def _alpha(kind, out_shape):
   return jnp.full(out_shape[-1:] if kind == "channel" else (), 5.0, jnp.float32)
 
 
+def _sample(fn, args, calls):
+  """Mean wall time of ``calls`` consecutive calls of ``fn(*args)``."""
+  t0 = time.perf_counter()
+  for _ in range(calls):
+    out = fn(*args)
+  jax.block_until_ready(out)
+  return (time.perf_counter() - t0) / calls
+
+
+def interleaved(fns, args, repeats, reference, min_sample_s=0.01):
+  """``{name: (median s, per-repeat ratios to fns[reference])}``: every repeat times each
+  function in turn (a load change hits all of them alike), each sample the mean of enough
+  consecutive calls to last ``min_sample_s`` (a 1 ms max_pool is otherwise timer noise)."""
+  calls = {}
+  for name, fn in fns.items():
+    jax.block_until_ready(fn(*args[name]))  # compile and warm up
+    calls[name] = max(1, int(min_sample_s / _sample(fn, args[name], 1)))
+  times = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      times[name].append(_sample(fn, args[name], calls[name]))
+  ref = np.array(times[reference])
+  return {name: (float(np.median(t)), np.array(t) / ref) for name, t in times.items()}
+
+
 def bench(shape, window, strides, repeats, padding="VALID", dtype="float32", alphas=ALPHAS):
-  """Rows ``(mode, op, ms, ratio, temp, mem_ratio)``: max_pool, avg_pool and p_pool with each
-  alpha shape in ``alphas``, forward and forward+backward (p_pool w.r.t. x and alpha), on
-  uniform [0, 1) inputs of ``dtype``; ratios to max_pool measured in the same loop."""
+  """Rows ``(mode, op, ms, ratio, ratio_min, ratio_max, temp, mem_ratio)``: max_pool,
+  avg_pool and p_pool with each alpha shape in ``alphas``, forward and forward+backward
+  (p_pool w.r.t. x and alpha), on uniform [0, 1) inputs of ``dtype``. The ops are timed in
+  turn within every repeat (``interleaved``); ``ratio`` is the median over the repeats of
+  the op's time over max_pool's in the same repeat, ``ratio_min``/``ratio_max`` their range."""
   x = jax.random.uniform(jax.random.PRNGKey(0), shape, jnp.float32).astype(dtype)
   out_shape = nn.max_pool(x, window, strides, padding).shape
   ct = jax.random.normal(jax.random.PRNGKey(2), out_shape, jnp.float32).astype(dtype)
   pool = {"max": lambda x, a: nn.max_pool(x, window, strides, padding),
           "avg": lambda x, a: nn.avg_pool(x, window, strides, padding)}
-  args = {"max": jnp.zeros(()), "avg": jnp.zeros(())}
+  args = {"max": (x, jnp.zeros(())), "avg": (x, jnp.zeros(()))}
   for kind in alphas:
     pool[f"p ({kind} alpha)"] = lambda x, a: p_pool(x, a, window, strides, padding)
-    args[f"p ({kind} alpha)"] = _alpha(kind, out_shape)
+    args[f"p ({kind} alpha)"] = (x, _alpha(kind, out_shape))
 
   def fwd_bwd(f, name):
     loss = lambda x, a: jnp.vdot(f(x, a).astype(jnp.float32), ct.astype(jnp.float32))
@@ -57,19 +90,47 @@ def bench(shape, window, strides, repeats, padding="VALID", dtype="float32", alp
 
   rows = []
   for mode in ("forward", "forward+backward"):
-    res = {}
-    for name, f in pool.items():
-      fn = f if mode == "forward" else fwd_bwd(f, name)
-      res[name] = (median_time(jax.jit(fn), x, args[name], repeats=repeats),
-                   _temp_bytes(fn, x, args[name]))
-    t_max, m_max = res["max"]
-    for name, (t, mem) in res.items():
-      rows.append(dict(mode=mode, op=name, ms=t * 1e3, ratio=t / t_max, temp=mem,
-                       mem_ratio=(mem / m_max) if mem is not None and m_max else None))
+    fns = {name: f if mode == "forward" else fwd_bwd(f, name) for name, f in pool.items()}
+    mem = {name: _temp_bytes(fn, *args[name]) for name, fn in fns.items()}
+    timed = interleaved({name: jax.jit(fn) for name, fn in fns.items()}, args, repeats, "max")
+    for name, (t, ratios) in timed.items():
+      rows.append(dict(mode=mode, op=name, ms=t * 1e3, ratio=float(np.median(ratios)),
+                       ratio_min=float(ratios.min()), ratio_max=float(ratios.max()),
+                       temp=mem[name], mem_ratio=(mem[name] / mem["max"])
+                       if mem[name] is not None and mem["max"] else None))
   return rows
 
 
 WINDOWS = (((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"))
+
+
+# Issue #23's targets for p_pool / max_pool on the CPU: (time, temp memory) forward+backward,
+# and time forward, per window.
+TARGETS = {"2x2/2 VALID": dict(fwd_bwd=0.5, fwd_bwd_mem=0.25, forward=2.5),
+           "3x3/2 SAME": dict(fwd_bwd=0.75, fwd_bwd_mem=0.5, forward=2.5)}
+
+
+def target_lines(table):
+  """Issue #23's targets against the worst alpha shape of each window and dtype."""
+  lines = ["| window | dtype | target | worst p_pool / max_pool (median; range) | met |",
+           "|---|---|---|---|---|"]
+  for (window, dtype), rows in table.items():
+    goals = TARGETS.get(window, {})
+    for key, mode, field in (("forward", "forward", "ratio"),
+                             ("fwd_bwd", "forward+backward", "ratio"),
+                             ("fwd_bwd_mem", "forward+backward", "mem_ratio")):
+      ps = [r for r in rows if r["mode"] == mode and r["op"].startswith("p ")]
+      if key not in goals or not ps or any(r[field] is None for r in ps):
+        continue
+      worst = max(ps, key=lambda r: r[field])
+      what = {"forward": "forward time", "fwd_bwd": "fwd+bwd time",
+              "fwd_bwd_mem": "fwd+bwd temp memory"}[key]
+      value = (f"{worst['ratio']:.2f}x ({worst['ratio_min']:.2f}-{worst['ratio_max']:.2f})"
+               if field == "ratio" else f"{worst['mem_ratio']:.2f}x")
+      met = "yes" if worst[field] <= goals[key] else "**no**"
+      lines.append(f"| {window} | {dtype} | {what} <= {goals[key]}x | {value} "
+                   f"({worst['op']}) | {met} |")
+  return lines
 
 
 def main():
@@ -81,25 +142,34 @@ def main():
   args = parser.parse_args()
   shape = tuple(int(s) for s in args.shape.split(","))
   device = jax.devices()[0]
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
   header = (f"device: {device.platform} ({device.device_kind}), host {host_cpu()}; "
-            f"jax {jax.__version__}; "
-            f"shape {shape}; median of {args.repeats}")
-  print(header)
-  lines = [f"# p_pool benchmark\n\n{header}\n",
-           "| window | dtype | mode | op | time (ms) | time / max_pool | temp memory (MiB) "
-           "| temp / max_pool |", "|---|---|---|---|---|---|---|---|"]
+            f"jax {jax.__version__}; shape {shape}; {args.repeats} interleaved repeats; "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  print(header, flush=True)
+  rows_out = ["| window | dtype | mode | op | time (ms) | time / max_pool (median) | range "
+              "| temp memory (MiB) | temp / max_pool |", "|---|---|---|---|---|---|---|---|---|"]
+  table = {}
   for dtype in args.dtypes.split(","):
     for window, strides, padding in WINDOWS:
-      for r in bench(shape, window, strides, args.repeats, padding, dtype):
+      name = f"{window[0]}x{window[1]}/{strides[0]} {padding}"
+      table[name, dtype] = bench(shape, window, strides, args.repeats, padding, dtype)
+      for r in table[name, dtype]:
         mem = "n/a" if r["temp"] is None else f"{r['temp'] / 2**20:.1f}"
         mem_ratio = "n/a" if r["mem_ratio"] is None else f"{r['mem_ratio']:.2f}"
-        line = (f"| {window[0]}x{window[1]}/{strides[0]} {padding} | {dtype} | {r['mode']} | "
-                f"{r['op']} | {r['ms']:.2f} | {r['ratio']:.2f} | {mem} | {mem_ratio} |")
+        line = (f"| {name} | {dtype} | {r['mode']} | {r['op']} | {r['ms']:.2f} | "
+                f"{r['ratio']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {mem} | "
+                f"{mem_ratio} |")
         print(line, flush=True)
-        lines.append(line)
-  if args.out:
-    with open(args.out, "w") as f:
-      f.write("\n".join(lines) + "\n")
+        rows_out.append(line)
+  load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  emit([f"# p_pool benchmark\n\n{header}; 1-min load average {load:.1f} at the start, "
+        f"{load_end:.1f} at the end\n",
+        "Each repeat times every op of a (window, dtype, mode) group in turn; a ratio is the "
+        "median over the repeats of the op's time over max_pool's in the same repeat, the range "
+        "its minimum and maximum. Temp memory is XLA's compiled `temp_size_in_bytes` (exact).\n",
+        "## Issue #23's targets\n", *target_lines(table), "", "## All ops\n", *rows_out],
+       args.out)
 
 
 if __name__ == "__main__":
