@@ -89,17 +89,22 @@ CASES = [
 
 # -- reference --------------------------------------------------------------------------------
 
+def _pads_and_cotangent(x, case, rng):
+  """``case``'s padding of ``x`` and a standard-normal cotangent of the output's shape."""
+  window, strides, padding, _ = case
+  pads = pads_for(x.shape, window, strides, padding)
+  return pads, rng.normal(size=ref_out_shape(x.shape, window, strides, pads))
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0, 2.5, 9.0])
 def test_matches_numpy_eq_1_3_4(case, alpha):
   window, strides, padding, spatial = case
   rng = np.random.default_rng(0)
   x = rng.uniform(0.2, 2.0, (2,) + spatial + (3,)).astype(np.float32)
-  pads = pads_for(x.shape, window, strides, padding)
-  y0 = p_pool(x, alpha, window, strides, padding)
-  ct = rng.normal(size=y0.shape)
+  pads, ct = _pads_and_cotangent(x, case, rng)
   # A dense alpha map, varying per position, exercises per-output gradients.
-  amap = (alpha * rng.uniform(0.5, 1.5, y0.shape)).astype(np.float32)
+  amap = (alpha * rng.uniform(0.5, 1.5, ct.shape)).astype(np.float32)
   y, gx, ga = _vjp(jnp.asarray(x), jnp.asarray(amap), jnp.asarray(ct, jnp.float32),
                    window, strides, padding)
   ry, rgx, rga = reference(x, amap, window, strides, pads, ct)
@@ -114,10 +119,8 @@ def test_paper_eq_2_with_the_feature_map_minimum(alpha, case):
   window, strides, padding, spatial = case
   rng = np.random.default_rng(11)
   x = rng.normal(size=(2,) + spatial + (3,)).astype(np.float32)
-  pads = pads_for(x.shape, window, strides, padding)
-  y0 = p_pool(x, alpha, window, strides, padding, shift="map")
-  ct = rng.normal(size=y0.shape)
-  amap = (alpha * rng.uniform(0.5, 1.5, y0.shape)).astype(np.float32)
+  pads, ct = _pads_and_cotangent(x, case, rng)
+  amap = (alpha * rng.uniform(0.5, 1.5, ct.shape)).astype(np.float32)
   for shift in ("map", True):  # True means the paper's form
     y, gx, ga = _vjp(jnp.asarray(x), jnp.asarray(amap), jnp.asarray(ct, jnp.float32), window,
                      strides, padding, shift=shift)
@@ -176,9 +179,7 @@ def test_window_minimum_form_matches_numpy(alpha, case):
   window, strides, padding, spatial = case
   rng = np.random.default_rng(1)
   x = rng.normal(size=(2,) + spatial + (3,)).astype(np.float32)
-  pads = pads_for(x.shape, window, strides, padding)
-  out = p_pool(x, alpha, window, strides, padding, shift="window")
-  ct = rng.normal(size=out.shape)
+  pads, ct = _pads_and_cotangent(x, case, rng)
   # Keep the window minimum out of the reference's z**(a-1) at z = 0 (inf * 0):
   # compare only away from that convention by using alpha >= 1 or alpha = 0.
   a = jnp.full((3,), alpha, jnp.float32)
