@@ -119,15 +119,14 @@ def target_lines(table):
            "|---|---|---|---|---|"]
   for (window, dtype), rows in table.items():
     goals = TARGETS.get(window, {})
-    for key, mode, field in (("forward", "forward", "ratio"),
-                             ("fwd_bwd", "forward+backward", "ratio"),
-                             ("fwd_bwd_mem", "forward+backward", "mem_ratio")):
+    for key, mode, field, what in (("forward", "forward", "ratio", "forward time"),
+                                   ("fwd_bwd", "forward+backward", "ratio", "fwd+bwd time"),
+                                   ("fwd_bwd_mem", "forward+backward", "mem_ratio",
+                                    "fwd+bwd temp memory")):
       ps = [r for r in rows if r["mode"] == mode and r["op"].startswith("p ")]
       if key not in goals or not ps or any(r[field] is None for r in ps):
         continue
       worst = max(ps, key=lambda r: r[field])
-      what = {"forward": "forward time", "fwd_bwd": "fwd+bwd time",
-              "fwd_bwd_mem": "fwd+bwd temp memory"}[key]
       value = (f"{worst['ratio']:.2f}x ({worst['ratio_min']:.2f}-{worst['ratio_max']:.2f})"
                if field == "ratio" else f"{worst['mem_ratio']:.2f}x")
       met = "yes" if worst[field] <= goals[key] else "**no**"
