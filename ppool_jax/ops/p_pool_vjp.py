@@ -43,17 +43,10 @@ def compute_dtype(dtype):
 
 
 def _top_log(top):
-  """``log(top)``, ``-inf`` for an all-zero window.
-
-  XLA's own ``log``, not ``f32_math.log``: XLA's fusion takes the polynomial for cheap
-  arithmetic and recomputed it (with the window maximum) in every loop that reads
-  ``log(top)``, on CPU for 2x2/2 VALID in the per-pixel gradient loop: two logs per pixel.
-  XLA does not duplicate its ``log`` into consumers, so ``log(top)`` is computed once per
-  window and stored (one output-sized array; issue #23: fwd+bwd 0.62x -> 0.46x max_pool for
-  a scalar alpha, 0.46x -> 0.44x for the dense map; 3x3/2 SAME stored it already, as the
-  padded statistics of the pixel loop). The maximum's own weight is set to 1, not computed
-  (``_weight``), so the two logs need not agree in the last bit.
-  """
+  """``log(top)``, ``-inf`` for an all-zero window. XLA's ``log``, not ``f32_math.log``: XLA
+  fusion recomputed the polynomial (cheap arithmetic to it) in every loop reading ``log(top)``,
+  two logs per pixel in the 2x2/2 gradient loop; its own ``log`` it computes once and stores
+  (issue #23). The maximum's weight is set to 1 (``_weight``): the logs need not agree."""
   return jnp.where(top > 0, jnp.log(jnp.where(top > 0, top, 1)), -jnp.inf)
 
 
