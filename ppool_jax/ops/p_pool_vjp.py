@@ -217,7 +217,7 @@ def _p_pool_bwd(geom, mode, res, ct):
   # Eq. 3: df/dz_i = w_i (1 + a (z_i - f) / z_i), w_i = e_i / s0. At z_i = 0 only the
   # a = 1 term survives: -f / (top * s0) (0 < a < 1 takes the documented convention 0).
   at_zero = jnp.where((a == 1) & (top > 0), -f * inv_s0 / jnp.where(top > 0, top, 1), 0.0)
-  stats = [a, top, log_top, f, k, ct.astype(cdt) * at_zero]
+  stats = [a, top, log_top, f, k]
   if mode == "window":
     # Eq. 2 adds min R back: the window minimum gets 1 - sum_i df/dz_i, split
     # between tied minima.
@@ -248,8 +248,9 @@ def _pixel_gradient(xc, geom, stats, map_low):
   """``sum over (window, member) of ct * df/dz`` on the input, as one fused per-pixel
   loop: each pixel adds its term for every window it belongs to.
 
-  ``stats`` are per-window ``[a, top, log top, f, ct / s0, ct * (term at z = 0)]`` and, for
-  ``shift="window"``, ``[window minimum, its cotangent share]``.
+  ``stats`` are per-window ``[a, top, log top, f, ct / s0]`` and, for ``shift="window"``,
+  ``[window minimum, its cotangent share]``. The ``a = 1`` term at ``z = 0`` is computed here
+  from them: passed in as a sixth statistic, XLA stored it (one output-sized array more).
   """
   xp = to_pixel_grid(xc, geom)
   if map_low is not None:
@@ -257,7 +258,8 @@ def _pixel_gradient(xc, geom, stats, map_low):
   gx = 0.0
   stats = [pad_windows(v, geom) for v in stats]
   for q, mask in pixel_memberships(geom):
-    a, top, log_top, f, k, at_zero, *win_min = [window_to_pixels(v, geom, q) for v in stats]
+    a, top, log_top, f, k, *win_min = [window_to_pixels(v, geom, q) for v in stats]
+    at_zero = jnp.where((a == 1) & (top > 0), -(k * f) / jnp.where(top > 0, top, 1), 0.0)
     z = xp - win_min[0] if win_min else xp
     pos, _, e = _weight(z, a, top, log_top, tag=6.0)
     # (a * e) first: at a huge alpha a non-maximal e is 0 and a * (z - f) / z overflows.
