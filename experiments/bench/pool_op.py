@@ -53,15 +53,19 @@ def _sample(fn, args, calls):
 def interleaved(fns, args, repeats, reference, min_sample_s=0.03):
   """``{name: (median s, per-repeat ratios to fns[reference])}``: every repeat times each
   function in turn (a load change hits all of them alike), each sample the mean of enough
-  consecutive calls to last ``min_sample_s`` (a 1 ms max_pool is otherwise timer noise)."""
+  consecutive calls to last ``min_sample_s`` (a 1 ms max_pool is otherwise timer noise).
+  The order rotates by one each repeat: the op timed right after max_pool's fwd+bwd (176 MiB
+  of temp memory) read 0.03-0.06 slower against it than in second place (same code, orders
+  swapped, 20 repeats)."""
   calls = {}
   for name, fn in fns.items():
     jax.block_until_ready(fn(*args[name]))  # compile and warm up
     calls[name] = max(1, int(min_sample_s / _sample(fn, args[name], 1)))
   times = {name: [] for name in fns}
-  for _ in range(repeats):
-    for name, fn in fns.items():
-      times[name].append(_sample(fn, args[name], calls[name]))
+  names = list(fns)
+  for r in range(repeats):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+      times[name].append(_sample(fns[name], args[name], calls[name]))
   ref = np.array(times[reference])
   return {name: (float(np.median(t)), np.array(t) / ref) for name, t in times.items()}
 
