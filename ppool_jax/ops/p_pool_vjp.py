@@ -214,11 +214,9 @@ def _p_pool_bwd(geom, mode, res, ct):
   # Eq. 4: dy/da = sum_i w_i (z_i - f) log(z_i / top), zero members' terms 0.
   g_alpha = k * fold(jnp.add, [e * ((z - f) * log_r) for z, _, log_r, e in win.terms(a, tag=4.0)])
   g_alpha = _sum_to_shape(g_alpha, alpha.shape)
-  # Eq. 3: df/dz_i = w_i (1 + a (z_i - f) / z_i), w_i = e_i / s0. At z_i = 0 only the
-  # a = 1 term survives: -f / (top * s0) (0 < a < 1 takes the documented convention 0).
-  at_zero = jnp.where((a == 1) & (top > 0), -f * inv_s0 / jnp.where(top > 0, top, 1), 0.0)
   stats = [a, top, log_top, f, k]
   if mode == "window":
+    at_zero = _zero_member_term(a, top, f, inv_s0)
     # Eq. 2 adds min R back: the window minimum gets 1 - sum_i df/dz_i, split
     # between tied minima.
     dz = []
@@ -244,6 +242,12 @@ def _p_pool_bwd(geom, mode, res, ct):
   return gx.astype(x.dtype), g_alpha.astype(alpha.dtype)
 
 
+def _zero_member_term(a, top, f, scale):
+  """Eq. 3 at a zero member, ``-f / top`` (``a = 1``; 0 for other ``a``: the documented
+  convention for ``0 < a < 1``) times ``scale``: ``1 / s0`` gives ``df/dz``, ``ct / s0`` its term."""
+  return jnp.where((a == 1) & (top > 0), -(scale * f) / jnp.where(top > 0, top, 1), 0.0)
+
+
 def _pixel_gradient(xc, geom, stats, map_low):
   """``sum over (window, member) of ct * df/dz`` on the input, as one fused per-pixel
   loop: each pixel adds its term for every window it belongs to.
@@ -259,7 +263,7 @@ def _pixel_gradient(xc, geom, stats, map_low):
   stats = [pad_windows(v, geom) for v in stats]
   for q, mask in pixel_memberships(geom):
     a, top, log_top, f, k, *win_min = [window_to_pixels(v, geom, q) for v in stats]
-    at_zero = jnp.where((a == 1) & (top > 0), -(k * f) / jnp.where(top > 0, top, 1), 0.0)
+    at_zero = _zero_member_term(a, top, f, k)
     z = xp - win_min[0] if win_min else xp
     pos, _, e = _weight(z, a, top, log_top, tag=6.0)
     # (a * e) first: at a huge alpha a non-maximal e is 0 and a * (z - f) / z overflows.
