@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax import lax
 import numpy as np
 
-from ppool_jax.ops.f32_math import exp2_nonpositive, log
+from ppool_jax.ops.f32_math import exp2_nonpositive, exp_nonpositive, log, log2_primal
 from ppool_jax.ops.regions import map_windows
 from ppool_jax.ops.windows import (WindowGeometry, fold, from_pixel_grid, masked, pad_windows,
                                    pixel_memberships, to_pixel_grid, window_members,
@@ -61,7 +61,7 @@ def _weight(z, a, top, log_top, tag):
   pos = z > 0
   log_r = jnp.where(pos, log(jnp.where(pos, z, tag)) - log_top, 0.0)
   e = jnp.where(z == top, 1.0, jnp.where(
-      pos, jnp.exp(a * log_r), jnp.where((a == 0) | (log_top == -jnp.inf), 1.0, 0.0)))
+      pos, exp_nonpositive(a * log_r), jnp.where((a == 0) | (log_top == -jnp.inf), 1.0, 0.0)))
   return pos, log_r, e
 
 
@@ -103,17 +103,17 @@ def _spatial_axes(x, geom: WindowGeometry) -> tuple[int, ...]:
   return tuple(range(nb, nb + geom.ndim))
 
 
-# The inference forward's weights (``_pooled``): ``e_i = 2^(a log2(e) (log z_i - max_j log z_j))``.
-# The window maximum's log is the largest member log (log is monotone; ``log_f32_poly``
-# is, over every float32), so the maximum's weight is exactly ``2^0 = 1`` without a compare
-# and no separate ``log(top)`` is taken. A non-positive member's log is the finite
+# The inference forward's weights (``_pooled``): ``e_i = 2^(a (log2 z_i - max_j log2 z_j))``.
+# The window maximum's log is the largest member log (``log_f32_poly`` is monotone over the
+# normal floats), so the maximum's weight is exactly ``2^0 = 1`` without a compare and no
+# separate ``log2(top)`` is taken. A non-positive member's log is the finite
 # ``_LOG_ZERO``, so the conventions of ``_weight`` need no select: ``a = 0`` gives
 # ``2^0 = 1``, an all-zero window gives every member ``2^0 = 1``, and any
 # ``a >= _ALPHA_MIN`` sends a zero member's exponent ``<= -3e8`` to weight 0. Smaller
 # positive alpha is raised to ``_ALPHA_MIN``: the positive members' weights are exactly 1
-# either way (``|a log(z / top)| <= 1e-30 * 1500``), the zero members' drop to 0 as
-# documented. ``a log2(e)`` is capped at the dtype's maximum (alpha up to 3.4e38 is
-# accepted): every weight but the maximum's is 0 well before that.
+# either way (``|a log2(z / top)| <= 1e-30 * 300``), the zero members' drop to 0 as
+# documented. ``a`` is capped at the dtype's maximum, so that a traced ``inf`` gives
+# ``a * 0 = 0`` at the maximum: every other weight is 0 well before that.
 _LOG_ZERO = -3.0e38
 _ALPHA_MIN = 1e-30
 
@@ -124,10 +124,10 @@ def _select_max(p, q):
 
 def _pooled(zs, masks, a2):
   """Eq. 1 over one region's members ``zs``: ``sum_i e_i z_i / sum_i e_i``, ``a2`` the
-  (clamped) alpha times ``log2(e)``; members outside their ``masks`` (padding; ``None``: no
+  clamped alpha (see above); members outside their ``masks`` (padding; ``None``: no
   padding) weigh 0. Not for differentiation (``log`` sees the non-positive members,
   ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``): the primal only."""
-  logs = masked([jnp.where(z > 0, log(z), _LOG_ZERO) for z in zs], masks, _LOG_ZERO)
+  logs = masked([jnp.where(z > 0, log2_primal(z), _LOG_ZERO) for z in zs], masks, _LOG_ZERO)
   log_top = fold(_select_max, logs)
   es = masked([exp2_nonpositive(a2 * (lg - log_top)) for lg in logs], masks, 0.0)
   return fold(jnp.add, [e * z for e, z in zip(es, zs)]) / fold(jnp.add, es)
@@ -152,7 +152,7 @@ def _forward(x, alpha, geom, mode):
   xc = x.astype(cdt)
   a = alpha.astype(cdt)
   a = jnp.where(a > 0, jnp.maximum(a, _ALPHA_MIN), a)
-  windows = [jnp.minimum(a * np.log2(np.e).astype(cdt), jnp.finfo(cdt).max)]  # 3e38: finite
+  windows = [jnp.minimum(a, jnp.finfo(cdt).max)]
   if mode == "map":
     windows.append(jnp.min(xc, axis=_spatial_axes(xc, geom), keepdims=True))
 

@@ -5,7 +5,9 @@ Makefile's ``UNOPTIMISED``: the same HLO, results that differ in the last bit or
 this test reruns the operator's reference checks in a subprocess with the default flags:
 values and both gradients against the float64 NumPy reference for every window geometry and
 alpha, the inference forward against the reference and the gradient path's forward at every
-alpha and shift form, and the float32 log within one ulp.
+alpha and shift form, and the float32 ``log`` / ``log2`` / ``exp2`` / ``exp`` polynomials (their
+error bounds and the monotone ``log`` the forward relies on; XLA contracts their
+multiply-adds into FMAs only when it optimises).
 """
 
 import os
@@ -14,7 +16,8 @@ import sys
 
 from support import ROOT, subprocess_env
 
-SELECTION = "matches_numpy_eq_1_3_4 or inference_forward_matches or one_ulp"
+SELECTION = ("matches_numpy_eq_1_3_4 or inference_forward_matches or one_ulp or monotone_where"
+             " or exp2_and_exp")
 
 
 def test_operator_reference_checks_pass_with_the_default_compile():

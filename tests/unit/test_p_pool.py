@@ -1,5 +1,7 @@
 """p_pool against independent references: NumPy Eq. 1/3/4, mpmath, flax limits."""
 
+import functools
+
 import chex
 import flax.linen as nn
 import hypothesis.extra.numpy as hnp
@@ -519,7 +521,9 @@ def test_negative_inputs_are_fine_with_shift():
 # Issue #23: the float32 log the fused loops use, and that every alpha shape gets the
 # dense map's memory (compiled temp sizes are deterministic for a given XLA).
 
-def test_float32_log_is_within_one_ulp_over_the_whole_positive_range():
+@pytest.mark.parametrize("base2", [False, True])
+def test_float32_log_is_within_one_ulp_over_the_whole_positive_range(base2):
+  """``log`` (the gradient passes') within 1 ulp, ``log2`` (the inference forward's) within 2."""
   from ppool_jax.ops.f32_math import log_f32_poly
   rng = np.random.default_rng(0)
   tiny, big = np.finfo(np.float32).tiny, np.finfo(np.float32).max
@@ -529,11 +533,51 @@ def test_float32_log_is_within_one_ulp_over_the_whole_positive_range():
       1.0 + rng.uniform(-1e-3, 1e-3, 20_000),                         # near 1 (cancellation)
       [1.0, 2.0, 0.5, np.sqrt(0.5), tiny, big, 1.4e-45]]).astype(np.float32)
   x = x[(x > 0) & np.isfinite(x)]
-  got = np.asarray(jax.jit(log_f32_poly)(jnp.asarray(x)), np.float64)
-  ref = np.log(x.astype(np.float64))
+  got = np.asarray(jax.jit(functools.partial(log_f32_poly, base2=base2))(jnp.asarray(x)),
+                   np.float64)
+  ref = (np.log2 if base2 else np.log)(x.astype(np.float64))
   ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
   assert got[x == 1.0][0] == 0.0
-  np.testing.assert_array_less(np.abs(got - ref), 1.0 * ulp + 1e-45)
+  if base2:  # exact at powers of two (exact integer exponent, m = 1)
+    np.testing.assert_array_equal(got[x == 2.0], 1.0)
+    np.testing.assert_array_equal(got[x == 0.5], -1.0)
+  np.testing.assert_array_less(np.abs(got - ref), (2.0 if base2 else 1.0) * ulp + 1e-45)
+
+
+@pytest.mark.parametrize("base2", [False, True])
+def test_float32_log_is_monotone_where_its_pieces_meet(base2):
+  """The inference forward finds each window's maximum as its largest member log, so the log
+  must never decrease. Checked on every float within 4096 steps of each binade's two seams
+  (``m = sqrt(1/2)`` and ``m = 1``, where the exponent and the polynomial's argument jump)."""
+  from ppool_jax.ops.f32_math import log_f32_poly
+  seams = np.concatenate([np.arange(1, 255) << 23, ((np.arange(1, 254) << 23) + 0x3504F3)])
+  bits = (seams[:, None] + np.arange(-4096, 4096)[None, :]).astype(np.int32)
+  bits = bits[(bits >= 0x00800000) & (bits < 0x7F800000)]  # normal floats only
+  x = np.sort(bits.ravel()).view(np.float32)
+  y = np.asarray(jax.jit(functools.partial(log_f32_poly, subnormals=False, base2=base2))(
+      jnp.asarray(x)))
+  assert np.all(np.diff(y) >= 0), x[1:][np.diff(y) < 0][:5]
+
+
+def test_float32_exp2_and_exp_relative_error():
+  """``exp2_f32_poly`` (the inference forward's weights) and ``exp_nonpositive`` (the
+  gradient passes'): relative error, the exact points and the underflow to 0, and the
+  custom derivative ``d exp(y) = exp(y) dy``."""
+  from ppool_jax.ops.f32_math import exp2_f32_poly, exp_nonpositive
+  y = np.concatenate([np.linspace(-125.9, 0, 1_000_001), -np.arange(126) - 0.5,  # ties
+                      -np.geomspace(1e-30, 125, 10_000)]).astype(np.float32)
+  got = np.asarray(jax.jit(exp2_f32_poly)(jnp.asarray(y)), np.float64)
+  assert np.max(np.abs(got / 2.0 ** y.astype(np.float64) - 1)) < 1.5e-7
+  k = -np.arange(126, dtype=np.float32)
+  np.testing.assert_array_equal(jax.jit(exp2_f32_poly)(jnp.asarray(k)), 2.0 ** k)  # 2^0 = 1
+  np.testing.assert_array_equal(
+      jax.jit(exp2_f32_poly)(jnp.float32([-126.6, -127, -1e4, -np.inf])), 0.0)
+  y = y[y >= -87]
+  got = np.asarray(jax.jit(exp_nonpositive)(jnp.asarray(y)), np.float64)
+  ref = np.exp(y.astype(np.float64))  # error: the polynomial's plus rounding y log2(e)
+  np.testing.assert_array_less(np.abs(got / ref - 1), 1e-7 * (1 + np.abs(y)))
+  g = jax.jit(jax.vmap(jax.grad(exp_nonpositive)))(jnp.asarray(y[::100]))
+  np.testing.assert_array_equal(g, got[::100].astype(np.float32))
 
 
 def test_no_alpha_shape_stores_more_than_the_dense_map():
