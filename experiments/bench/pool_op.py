@@ -50,22 +50,38 @@ def _sample(fn, args, calls):
   return (time.perf_counter() - t0) / calls
 
 
+def balanced_orders(n):
+  """A Williams design: ``n`` orders of ``range(n)`` (``2n`` for odd ``n``) in which every op
+  takes every place equally often and follows every other op equally often (first-order
+  carryover balanced). A plain rotation keeps each op's predecessor fixed."""
+  base, lo, hi = [0], 1, n - 1
+  while len(base) < n:
+    base.append(lo)
+    lo += 1
+    if len(base) < n:
+      base.append(hi)
+      hi -= 1
+  orders = [[(v + i) % n for v in base] for i in range(n)]
+  return orders + [o[::-1] for o in orders] if n % 2 else orders
+
+
 def interleaved(fns, args, repeats, reference, min_sample_s=0.03):
   """``{name: (median s, per-repeat ratios to fns[reference])}``: every repeat times each
   function in turn (a load change hits all of them alike), each sample the mean of enough
   consecutive calls to last ``min_sample_s`` (a 1 ms max_pool is otherwise timer noise).
-  The order rotates by one each repeat: the op timed right after max_pool's fwd+bwd (176 MiB
-  of temp memory) read 0.03-0.06 slower against it than in second place (same code, orders
-  swapped, 20 repeats)."""
+  The orders follow ``balanced_orders`` (use a multiple of its length as ``repeats``): the
+  op timed right after max_pool's fwd+bwd (176 MiB of temp memory) reads slower, by
+  0.03-0.09x max_pool in same-code A/B runs, so no op may always take that place."""
   calls = {}
   for name, fn in fns.items():
     jax.block_until_ready(fn(*args[name]))  # compile and warm up
     calls[name] = max(1, int(min_sample_s / _sample(fn, args[name], 1)))
   times = {name: [] for name in fns}
   names = list(fns)
+  orders = balanced_orders(len(names))
   for r in range(repeats):
-    for name in names[r % len(names):] + names[:r % len(names)]:
-      times[name].append(_sample(fns[name], args[name], calls[name]))
+    for i in orders[r % len(orders)]:
+      times[names[i]].append(_sample(fns[names[i]], args[names[i]], calls[names[i]]))
   ref = np.array(times[reference])
   return {name: (float(np.median(t)), np.array(t) / ref) for name, t in times.items()}
 
