@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppool_jax import p_pool
-from timing import emit, host_cpu
+from timing import balanced_orders, emit, host_cpu
 
 
 ALPHAS = ("dense", "channel", "scalar")  # the side branch's map, (C,), ()
@@ -48,21 +48,6 @@ def _sample(fn, args, calls):
     out = fn(*args)
   jax.block_until_ready(out)
   return (time.perf_counter() - t0) / calls
-
-
-def balanced_orders(n):
-  """A Williams design: ``n`` orders of ``range(n)`` (``2n`` for odd ``n``) in which every op
-  takes every place equally often and follows every other op equally often (first-order
-  carryover balanced). A plain rotation keeps each op's predecessor fixed."""
-  base, lo, hi = [0], 1, n - 1
-  while len(base) < n:
-    base.append(lo)
-    lo += 1
-    if len(base) < n:
-      base.append(hi)
-      hi -= 1
-  orders = [[(v + i) % n for v in base] for i in range(n)]
-  return orders + [o[::-1] for o in orders] if n % 2 else orders
 
 
 def interleaved(fns, args, repeats, reference, min_sample_s=0.03):

@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmarks and the experiment reports: the median time of a call and
-the host CPU's description for a results file's machine line. The benchmarks run as scripts
+"""Helpers shared by the benchmarks and the experiment reports: the median time of a call, the
+orders in which to time several ops, and the host CPU's description for a results file's
+machine line. The benchmarks run as scripts
 (this folder is on sys.path: ``from timing import ...``); the reports import
 ``experiments.bench.timing``. Only the standard library, jax and numpy (the lent GPU machines
 have no ml_collections)."""
@@ -21,6 +22,21 @@ def median_time(fn, *args, repeats: int) -> float:
     jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - t0)
   return float(np.median(times))
+
+
+def balanced_orders(n):
+  """A Williams design: ``n`` orders of ``range(n)`` (``2n`` for odd ``n``) in which every op
+  takes every place equally often and follows every other op equally often (first-order
+  carryover balanced). A plain rotation keeps each op's predecessor fixed."""
+  base, lo, hi = [0], 1, n - 1
+  while len(base) < n:
+    base.append(lo)
+    lo += 1
+    if len(base) < n:
+      base.append(hi)
+      hi -= 1
+  orders = [[(v + i) % n for v in base] for i in range(n)]
+  return orders + [o[::-1] for o in orders] if n % 2 else orders
 
 
 def host_cpu() -> str:

@@ -4,8 +4,9 @@ The step is the one ``train()`` runs (``experiments/bench/trainer_step.py``):
 ``make_train_step`` with the alpha diagnostics on (training's default), the non-finite record,
 jit/pmap'd by the runner of ``--parallel`` (the base config's mode by default), the base
 config's optimizer and loss normalisation (the paper's Caffe SGD, side branches at 3x).
-Every pooling is timed in one process, round robin (median of ``--repeats`` steps after a
-warm-up), with the compiled step's temp memory from ``memory_analysis()``; ``--out`` writes a
+Every pooling is timed in one process, in turn within every repeat, in balanced orders
+(``timing.balanced_orders``: each pooling follows each other equally often; median of
+``--repeats`` steps after a warm-up), with the compiled step's temp memory from ``memory_analysis()``; ``--out`` writes a
 markdown table. Run with ``XLA_FLAGS=`` unset so XLA sees one device.
 
   python experiments/bench/train_step.py --out experiments/results/train_step.md
@@ -22,7 +23,7 @@ from ppool_jax.train.config import base_config
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.runs import build_model
 from ppool_jax.train.steps import AXIS
-from timing import host_cpu
+from timing import balanced_orders, host_cpu
 from trainer_step import TrainerStep, random_batch
 
 NUM_CLASSES = 21  # VOC's
@@ -44,7 +45,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--batch", type=int, default=4)
   parser.add_argument("--size", type=int, default=128)
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=6)  # one cycle of balanced_orders(3)
   parser.add_argument("--parallel", default=base_config().parallel, choices=("pmap", "mesh"))
   parser.add_argument("--poolings", default="max,p",
                       help="comma-separated pooling names; ratios are to the first")
@@ -55,19 +56,20 @@ def main():
             f"jax {jax.__version__}; VGG16-seg (21 classes), input "
             f"({args.batch}, {args.size}, {args.size}, 3) float32; the trainer's step "
             f"(make_train_step, alpha diagnostics on, {args.parallel} runner, base config's "
-            f"Caffe SGD); median of {args.repeats} steps after warm-up, round robin")
+            f"Caffe SGD); median of {args.repeats} steps after warm-up, balanced orders")
   print(header)
   names = args.poolings.split(",")
   steps = {p: trainer_step(p, args.parallel, args.batch, args.size) for p in names}
   memory = {p: s.temp_bytes() for p, s in steps.items()}
   for s in steps.values():
     s.step()  # compiles
-  # Round robin: every repeat times each pooling once, so load changes on a shared
-  # machine hit all of them alike.
+  # Every repeat times each pooling once (load changes on a shared machine hit all alike), in
+  # balanced orders: the op after max pooling's fwd+bwd read slower in pool_op.py.
   times = {p: [] for p in names}
-  for _ in range(args.repeats):
-    for p in names:
-      times[p].append(steps[p].step())
+  orders = balanced_orders(len(names))
+  for r in range(args.repeats):
+    for i in orders[r % len(orders)]:
+      times[names[i]].append(steps[names[i]].step())
   rows = {p: (float(np.median(times[p])), memory[p]) for p in names}
   lines = [f"# Train-step benchmark\n\n{header}\n",
            f"| pooling | step time (ms) | ratio to {names[0]} | temp memory (MiB) | ratio to {names[0]} |",

@@ -27,10 +27,11 @@ def test_pool_op_interleaving_balances_place_and_predecessor():
   sys.path.insert(0, BENCH)
   try:
     import pool_op
+    import timing
   finally:
     sys.path.remove(BENCH)
   for n in range(1, 9):
-    orders = pool_op.balanced_orders(n)
+    orders = timing.balanced_orders(n)
     assert all(sorted(o) == list(range(n)) for o in orders)
     places = collections.Counter((v, j) for o in orders for j, v in enumerate(o))
     pairs = collections.Counter(p for o in orders for p in zip(o, o[1:]))
@@ -41,5 +42,5 @@ def test_pool_op_interleaving_balances_place_and_predecessor():
   out = pool_op.interleaved(fns, {name: () for name in fns}, 6, "a", min_sample_s=0.0)
   timed = order[6:]  # after two set-up calls per op (warm-up, calls per sample)
   assert [timed[i:i + 3] for i in range(0, 18, 3)] == [
-      ["abc"[v] for v in o] for o in pool_op.balanced_orders(3)]
+      ["abc"[v] for v in o] for o in timing.balanced_orders(3)]
   assert all(len(r) == 6 for _, r in out.values()) and (out["a"][1] == 1.0).all()
