@@ -125,7 +125,7 @@ def _select_max(p, q):
 def _pooled(zs, masks, a2):
   """Eq. 1 over one region's members ``zs``: ``sum_i e_i z_i / sum_i e_i``, ``a2`` the
   clamped alpha (see above); members outside their ``masks`` (padding; ``None``: no
-  padding) weigh 0. Not for differentiation (``log`` sees the non-positive members,
+  padding) weigh 0. Not for differentiation (``log2`` sees the non-positive members,
   ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``): the primal only."""
   logs = masked([jnp.where(z > 0, log2_primal(z), _LOG_ZERO) for z in zs], masks, _LOG_ZERO)
   log_top = fold(_select_max, logs)
