@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppool_jax import p_pool
-from timing import balanced_orders, emit, host_cpu
+from timing import balanced_schedule, emit, host_cpu
 
 
 ALPHAS = ("dense", "channel", "scalar")  # the side branch's map, (C,), ()
@@ -54,7 +54,7 @@ def interleaved(fns, args, repeats, reference, min_sample_s=0.03):
   """``{name: (median s, per-repeat ratios to fns[reference])}``: every repeat times each
   function in turn (a load change hits all of them alike), each sample the mean of enough
   consecutive calls to last ``min_sample_s`` (a 1 ms max_pool is otherwise timer noise).
-  The orders follow ``balanced_orders`` (use a multiple of its length as ``repeats``): the
+  The orders follow ``balanced_schedule`` (use a multiple of its length as ``repeats``): the
   op timed right after max_pool's fwd+bwd (176 MiB of temp memory) reads slower, by
   0.03-0.09x max_pool in same-code A/B runs, so no op may always take that place."""
   calls = {}
@@ -62,11 +62,8 @@ def interleaved(fns, args, repeats, reference, min_sample_s=0.03):
     jax.block_until_ready(fn(*args[name]))  # compile and warm up
     calls[name] = max(1, int(min_sample_s / _sample(fn, args[name], 1)))
   times = {name: [] for name in fns}
-  names = list(fns)
-  orders = balanced_orders(len(names))
-  for r in range(repeats):
-    for i in orders[r % len(orders)]:
-      times[names[i]].append(_sample(fns[names[i]], args[names[i]], calls[names[i]]))
+  for name in balanced_schedule(list(fns), repeats):
+    times[name].append(_sample(fns[name], args[name], calls[name]))
   ref = np.array(times[reference])
   return {name: (float(np.median(t)), np.array(t) / ref) for name, t in times.items()}
 

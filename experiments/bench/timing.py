@@ -1,7 +1,7 @@
 """Helpers shared by the benchmarks and the experiment reports: the median time of a call, the
 orders in which to time several ops, and the host CPU's description for a results file's
-machine line. The benchmarks run as scripts
-(this folder is on sys.path: ``from timing import ...``); the reports import
+machine line. The benchmarks run as scripts (this folder is on sys.path:
+``from timing import ...``); the reports import
 ``experiments.bench.timing``. Only the standard library, jax and numpy (the lent GPU machines
 have no ml_collections)."""
 
@@ -37,6 +37,15 @@ def balanced_orders(n):
       hi -= 1
   orders = [[(v + i) % n for v in base] for i in range(n)]
   return orders + [o[::-1] for o in orders] if n % 2 else orders
+
+
+def balanced_schedule(names, repeats: int):
+  """``names`` once per repeat, repeat ``r`` in ``balanced_orders``' order ``r`` (cyclically):
+  the order in which to time them (use a multiple of the design's length as ``repeats``)."""
+  orders = balanced_orders(len(names))
+  for r in range(repeats):
+    for i in orders[r % len(orders)]:
+      yield names[i]
 
 
 def host_cpu() -> str:

@@ -5,9 +5,9 @@ The step is the one ``train()`` runs (``experiments/bench/trainer_step.py``):
 jit/pmap'd by the runner of ``--parallel`` (the base config's mode by default), the base
 config's optimizer and loss normalisation (the paper's Caffe SGD, side branches at 3x).
 Every pooling is timed in one process, in turn within every repeat, in balanced orders
-(``timing.balanced_orders``: each pooling follows each other equally often; median of
-``--repeats`` steps after a warm-up), with the compiled step's temp memory from ``memory_analysis()``; ``--out`` writes a
-markdown table. Run with ``XLA_FLAGS=`` unset so XLA sees one device.
+(``timing.balanced_schedule``: each pooling follows each other equally often; median of
+``--repeats`` steps after a warm-up), with the compiled step's temp memory from
+``memory_analysis()``; ``--out`` writes a markdown table. Run with ``XLA_FLAGS=`` unset so XLA sees one device.
 
   python experiments/bench/train_step.py --out experiments/results/train_step.md
 """
@@ -23,7 +23,7 @@ from ppool_jax.train.config import base_config
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.runs import build_model
 from ppool_jax.train.steps import AXIS
-from timing import balanced_orders, host_cpu
+from timing import balanced_schedule, host_cpu
 from trainer_step import TrainerStep, random_batch
 
 NUM_CLASSES = 21  # VOC's
@@ -66,10 +66,8 @@ def main():
   # Every repeat times each pooling once (load changes on a shared machine hit all alike), in
   # balanced orders: the op after max pooling's fwd+bwd read slower in pool_op.py.
   times = {p: [] for p in names}
-  orders = balanced_orders(len(names))
-  for r in range(args.repeats):
-    for i in orders[r % len(orders)]:
-      times[names[i]].append(steps[names[i]].step())
+  for p in balanced_schedule(names, args.repeats):
+    times[p].append(steps[p].step())
   rows = {p: (float(np.median(times[p])), memory[p]) for p in names}
   lines = [f"# Train-step benchmark\n\n{header}\n",
            f"| pooling | step time (ms) | ratio to {names[0]} | temp memory (MiB) | ratio to {names[0]} |",

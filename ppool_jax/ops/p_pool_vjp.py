@@ -122,14 +122,14 @@ def _select_max(p, q):
   return jnp.where(p > q, p, q)  # jnp.maximum adds NaN handling the logs never need
 
 
-def _pooled(zs, masks, a2):
-  """Eq. 1 over one region's members ``zs``: ``sum_i e_i z_i / sum_i e_i``, ``a2`` the
+def _pooled(zs, masks, a):
+  """Eq. 1 over one region's members ``zs``: ``sum_i e_i z_i / sum_i e_i``, ``a`` the
   clamped alpha (see above); members outside their ``masks`` (padding; ``None``: no
   padding) weigh 0. Not for differentiation (``log2`` sees the non-positive members,
   ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``): the primal only."""
   logs = masked([jnp.where(z > 0, log2_primal(z), _LOG_ZERO) for z in zs], masks, _LOG_ZERO)
   log_top = fold(_select_max, logs)
-  es = masked([exp2_nonpositive(a2 * (lg - log_top)) for lg in logs], masks, 0.0)
+  es = masked([exp2_nonpositive(a * (lg - log_top)) for lg in logs], masks, 0.0)
   return fold(jnp.add, [e * z for e, z in zip(es, zs)]) / fold(jnp.add, es)
 
 

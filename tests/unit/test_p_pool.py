@@ -586,23 +586,21 @@ def test_no_alpha_shape_stores_more_than_the_dense_map():
   for window, padding in (((2, 2), "VALID"), ((3, 3), "SAME")):
     ct = jnp.zeros((4, 32, 32, 32))
 
-    def temp(fn, a):
-      return jax.jit(fn).lower(x, a).compile().memory_analysis().temp_size_in_bytes
-
-    def stored(fn, a):  # temp + outputs: a dense alpha's gradient map is an output,
-      m = jax.jit(fn).lower(x, a).compile().memory_analysis()  # a broadcast one's a temp
-      return m.temp_size_in_bytes + m.output_size_in_bytes
+    def temp(fn, a, outputs=False):  # outputs too: a dense alpha's gradient map is an
+      m = jax.jit(fn).lower(x, a).compile().memory_analysis()  # output, a broadcast one's a temp
+      return m.temp_size_in_bytes + (m.output_size_in_bytes if outputs else 0)
 
     pool = lambda x, a: p_pool(x, a, window, (2, 2), padding)
     grad = lambda x, a: jax.grad(lambda x, a: jnp.vdot(pool(x, a), ct), argnums=(0, 1))(x, a)
-    dense = stored(grad, jnp.ones((4, 32, 32, 32)))
+    dense = temp(grad, jnp.ones((4, 32, 32, 32)), outputs=True)
     for a in (jnp.ones(()), jnp.ones((32,)), jnp.ones((1, 32, 32, 1))):
       # The inference path stores nothing: its loop reads the unpadded input (before
       # issue #23 item 2, SAME stored the zero-padded input, 4 * 66 * 66 * 32 * 4 bytes);
       # the backward with a broadcast alpha stores at most one output-sized array more than
       # the dense case (not one array per member: +4-9 arrays before issue #23).
       assert temp(pool, a) == 0, (window, a.shape)
-      assert stored(grad, a) <= dense + 1.1 * out_bytes, (window, a.shape, stored(grad, a), dense)
+      stored = temp(grad, a, outputs=True)
+      assert stored <= dense + 1.1 * out_bytes, (window, a.shape, stored, dense)
 
 
 def test_float32_second_order_matches_float64():
