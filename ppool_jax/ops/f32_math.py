@@ -24,11 +24,18 @@ _LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-
 _LOG2_E = np.float32(np.log2(np.e))
 
 
-def log_f32_poly(x, subnormals: bool = True, base2: bool = False):
-  """``log(x)`` (``log2(x)`` with ``base2``) for float32 ``x > 0`` (any finite positive value,
-  subnormals included) from elementwise arithmetic only, so it vectorises inside a fused
-  loop; values ``<= 0`` give garbage (callers select them away). Error <= 1 ulp (``log2``:
-  <= 2 ulp, 1.8 measured, near ``x = sqrt(2)``); both are monotone over the normal floats
+def _split(bits):
+  """``(e, m)``, ``x = 2^e * m`` with ``m`` in ``[sqrt(1/2), sqrt(2))``, from the int32 bits
+  of a normal float32 ``x > 0``: subtracting sqrt(1/2)'s bits carries into the exponent
+  field exactly when ``m`` would fall below sqrt(1/2) (no compare, no select)."""
+  e = (bits - 0x3F3504F3) >> 23
+  return e, lax.bitcast_convert_type(bits - (e << 23), jnp.float32)
+
+
+def log_f32_poly(x, subnormals: bool = True):
+  """``log(x)`` for float32 ``x > 0`` (any finite positive value, subnormals included) from
+  elementwise arithmetic only, so it vectorises inside a fused loop; values ``<= 0`` give
+  garbage (callers select them away). Error <= 1 ulp; monotone over the normal floats
   (checked exhaustively on XLA:CPU).
 
   ``subnormals=False`` drops the subnormal path (identical results for normal ``x``;
@@ -44,10 +51,7 @@ def log_f32_poly(x, subnormals: bool = True, base2: bool = False):
                                                    jnp.int32), bits)
   else:
     bits = jnp.maximum(bits, 0x00800000)
-  # x = 2^e * m with m in [sqrt(1/2), sqrt(2)): subtracting sqrt(1/2)'s bits carries into
-  # the exponent field exactly when m would fall below sqrt(1/2) (no compare, no select).
-  e = (bits - 0x3F3504F3) >> 23
-  m = lax.bitcast_convert_type(bits - (e << 23), jnp.float32)
+  e, m = _split(bits)
   if subnormals:
     e = e - jnp.where(sub, 149, 0)
   e = e.astype(jnp.float32)
@@ -56,31 +60,55 @@ def log_f32_poly(x, subnormals: bool = True, base2: bool = False):
   p = jnp.float32(_LOG_POLY[0])
   for c in _LOG_POLY[1:]:
     p = p * t + c
-  if base2:  # log2 x = e + log(m) log2(e): the exponent needs no two-part split
-    return (t + (t * t2 * p - 0.5 * t2)) * _LOG2_E + e
   return t + (t * t2 * p - 2.12194440e-4 * e - 0.5 * t2) + 0.693359375 * e
 
 
-# Cephes' exp2f: 2^y = 2^n * 2^f, n = round(y), f in [-1/2, 1/2] by a degree-6 polynomial.
-_EXP2_POLY = (1.535336188319500e-4, 1.339887440266574e-3, 9.618437357674640e-3,
-              5.550332471162809e-2, 2.402264791363012e-1, 6.931472028550421e-1)
+# log2(1 + t) = t P(t) for t = m - 1 in [sqrt(1/2) - 1, sqrt(2) - 1): least squares on
+# Chebyshev nodes, degree 7, exactly -1/2 and 1/2 at the two ends (so the pieces meet where m
+# wraps from sqrt(2) to sqrt(1/2) in the next binade); error 4.1e-7 absolute in float64. Fitted
+# by ``fitted_log2(7)`` in experiments/bench/forward_floor.py (tested to agree). Seven FMAs
+# per value where Cephes' log takes fourteen operations: the 2x2/2 forward is 0.3x max_pool's
+# time faster with it (issue #23).
+_LOG2_POLY = (0.16601644, -0.27256098, 0.2986593, -0.35904533, 0.48036036, -0.7213718,
+              1.4427017)
+
+
+def log2_f32_poly(x):
+  """``log2(x)`` for normal float32 ``x > 0`` within 5e-7 absolute (float32 rounding of the
+  exponent added: within 5e-7 + 2^-24 |log2 x|), exact at powers of two, monotone over the
+  normal floats (checked exhaustively on XLA:CPU); a subnormal reads as 2^-126, values
+  ``<= 0`` give garbage (callers select them away). Elementwise arithmetic only."""
+  e, m = _split(jnp.maximum(lax.bitcast_convert_type(x, jnp.int32), 0x00800000))
+  t = m - 1.0  # exact (Sterbenz)
+  p = jnp.float32(_LOG2_POLY[0])
+  for c in _LOG2_POLY[1:]:
+    p = p * t + c
+  return t * p + e.astype(jnp.float32)
+
+
+# 2^y = 2^n * 2^f, n = round(y), f in [-1/2, 1/2], 2^f = 1 + f p(f) with p of degree 4: least
+# squares in relative error on Chebyshev nodes, 1.04e-7 relative in float64; fitted by
+# ``fitted_exp2(5)`` in experiments/bench/forward_floor.py. Cephes' exp2f takes degree 6:
+# 0.2x max_pool's time more in the 2x2/2 forward (issue #23).
+_EXP2_POLY = (0.0013218672, 0.009671698, 0.05550893, 0.24022238, 0.6931469)
 
 
 def exp2_f32_poly(y):
-  """``2^y`` for float32 ``y <= 0`` (``-inf`` included) from elementwise arithmetic; 0 for
-  ``y < -126.5`` (XLA:CPU flushes subnormal results to zero anyway). ``2^0`` is exactly 1."""
-  y = jnp.maximum(y, -127.0)
+  """``2^y`` for float32 ``y <= 0`` (``-inf`` included) from elementwise arithmetic, within
+  2e-7 relative; 0 for ``y < -126.5`` (XLA:CPU flushes subnormal results to zero anyway).
+  Exact at integers (``2^0`` is exactly 1)."""
+  y = jnp.where(y > -127.0, y, -127.0)  # jnp.maximum adds NaN handling (y is never NaN)
   n = lax.round(y, lax.RoundingMethod.TO_NEAREST_EVEN)
   f = y - n  # exact, in [-1/2, 1/2]
   p = jnp.float32(_EXP2_POLY[0])
   for c in _EXP2_POLY[1:]:
     p = p * f + c
-  # 2^n's bits by integer arithmetic: n + 1.5 * 2^23 holds n in its low mantissa bits, so
-  # (bits + 127) << 23 is 2^n (0 at n = -127). A float-to-int convert costs six more ops per
-  # value (XLA saturates it and maps NaN to 0): a fifth of the 2x2/2 forward (issue #23).
-  n_bits = lax.bitcast_convert_type(n + np.float32(1.5 * 2**23), jnp.int32)
-  scale = lax.bitcast_convert_type((n_bits + 127) << 23, jnp.float32)
-  return (f * p + 1.0) * scale
+  # 2^n's bits by integer arithmetic: n + 1.5 * 2^23 + 127 holds n + 127 in [0, 127] in its
+  # low mantissa bits, so its bits << 23 are 2^n (0 at n = -127). A float-to-int convert
+  # costs six more ops per value (XLA saturates it and maps NaN to 0): a fifth of the 2x2/2
+  # forward (issue #23).
+  n_bits = lax.bitcast_convert_type(n + np.float32(1.5 * 2**23 + 127), jnp.int32)
+  return (f * p + 1.0) * lax.bitcast_convert_type(n_bits << 23, jnp.float32)
 
 
 def _cpu_float32(fn, x, fallback):
@@ -122,8 +150,8 @@ def _exp_nonpositive_jvp(primals, tangents):
 
 # The inference forward's pair, base 2 (primal only: never differentiated).
 def log2_primal(x):
-  """``log2`` of a positive array by ``log_f32_poly`` for float32 on CPU."""
-  return _cpu_float32(partial(log_f32_poly, subnormals=False, base2=True), x, jnp.log2)
+  """``log2`` of a positive array by ``log2_f32_poly`` for float32 on CPU."""
+  return _cpu_float32(log2_f32_poly, x, jnp.log2)
 
 
 def exp2_nonpositive(y):

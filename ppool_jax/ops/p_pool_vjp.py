@@ -104,7 +104,7 @@ def _spatial_axes(x, geom: WindowGeometry) -> tuple[int, ...]:
 
 
 # The inference forward's weights (``_pooled``): ``e_i = 2^(a (log2 z_i - max_j log2 z_j))``.
-# The window maximum's log is the largest member log (``log_f32_poly`` is monotone over the
+# The window maximum's log is the largest member log (``log2_f32_poly`` is monotone over the
 # normal floats), so the maximum's weight is exactly ``2^0 = 1`` without a compare and no
 # separate ``log2(top)`` is taken. A non-positive member's log is the finite
 # ``_LOG_ZERO``, so the conventions of ``_weight`` need no select: ``a = 0`` gives

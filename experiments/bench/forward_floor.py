@@ -1,0 +1,177 @@
+"""Benchmark: what bounds p_pool's 2x2/2 forward on a CPU (issue #23's forward target).
+
+The inference forward takes one ``log`` and one ``exp`` per window member. This times, in
+one process and in balanced orders against flax's max_pool (2x2/2 VALID, float32):
+
+* ``members' sum``: the four strided members added, a memory pass like max_pool's;
+* ``log2``, ``exp2``, ``exp2(a log2 z)``: the members' sum of each, with the package's float32
+  polynomials (``f32_math``) and with XLA's ``jnp.log2`` / ``jnp.exp2``. ``exp2(a log2 z)``
+  is the transcendental work alone (no window maximum, no selects, no weighted sum): what any
+  XLA formulation that computes a weight per member pays at the least;
+* p_pool's inference forward (``jax.jit(p_pool)``; its ``log2`` a degree-7 and its ``exp2`` a
+  degree-5 polynomial, fitted by ``fitted_log2`` / ``fitted_exp2``), and the same forward with
+  lower-degree fits (``FITS``). Each p_pool row gives its largest relative error against a
+  float64 evaluation of Eq. 1 over alpha in ``ALPHAS_CHECKED``. The lower-degree fits are
+  measurements, not candidates: nothing checks that their ``log2`` is monotone, which the
+  forward relies on at huge alpha (``p_pool_vjp._pooled``).
+
+  XLA_FLAGS= python experiments/bench/forward_floor.py --repeats 20 --out experiments/results/forward_floor.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from unittest import mock
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ppool_jax import p_pool
+from ppool_jax.ops import f32_math
+from pool_op import interleaved
+from timing import emit, host_cpu
+
+FITS = ((6, 5), (6, 4), (5, 4))  # (log2 degree, exp2 degree); the package's: (7, 5)
+ALPHAS_CHECKED = (0.5, 1.0, 5.0, 35.0, 300.0, 1e4)
+ALPHA = 5.0  # the timed alpha (scalar)
+
+
+def _chebyshev_nodes(lo, hi, n=4000):
+  return np.cos(np.pi * (np.arange(n) + 0.5) / n) * (hi - lo) / 2 + (hi + lo) / 2
+
+
+def fitted_log2(degree):
+  """Coefficients (highest first, float32) of ``log2(1 + t) = t P(t)`` of ``degree`` for
+  ``f32_math._LOG2_POLY``: least squares on Chebyshev nodes of ``[sqrt(1/2) - 1,
+  sqrt(2) - 1]``, exactly ``-1/2`` and ``1/2`` at its ends; and the largest absolute error
+  (float64). ``fitted_log2(7)`` gives the package's coefficients."""
+  lo, hi = np.sqrt(0.5) - 1, np.sqrt(2) - 1
+  t = _chebyshev_nodes(lo, hi)
+  powers = lambda t: np.stack([np.asarray(t, np.float64) ** (k + 1) for k in range(degree)], -1)
+  a, b, c = powers(t), np.log2(1 + t), powers(np.array([lo, hi]))
+  # Least squares with the two ends as equality constraints (the KKT system).
+  kkt = np.block([[2 * a.T @ a, c.T], [c, np.zeros((2, 2))]])
+  coef = np.linalg.solve(kkt, np.concatenate([2 * a.T @ b, [-0.5, 0.5]]))[:degree]
+  tt = np.linspace(lo, hi, 400_001)
+  err = float(np.max(np.abs(powers(tt) @ coef - np.log2(1 + tt))))
+  return tuple(float(np.float32(v)) for v in coef[::-1]), err
+
+
+def fitted_exp2(degree):
+  """Coefficients (highest first, float32) of ``2^f = 1 + f p(f)``, ``p`` of ``degree - 1``,
+  for ``f32_math._EXP2_POLY``: least squares in relative error on Chebyshev nodes of
+  ``[-1/2, 1/2]``; and the largest relative error (float64). ``fitted_exp2(5)`` gives the
+  package's coefficients."""
+  powers = lambda f: np.stack([f ** (k + 1) for k in range(degree)], -1)
+  f = _chebyshev_nodes(-0.5, 0.5)
+  coef = np.linalg.lstsq(powers(f) / 2**f[:, None], 1 - 2**-f, rcond=None)[0]
+  ff = np.linspace(-0.5, 0.5, 200_001)
+  err = float(np.max(np.abs((1 + powers(ff) @ coef) / 2**ff - 1)))
+  return tuple(float(np.float32(v)) for v in coef[::-1]), err
+
+
+def fitted(fit):
+  """A context in which ``f32_math``'s ``log2`` and ``exp2`` use the coefficients ``fit =
+  (log2's, exp2's)`` (read when a function is traced)."""
+  return mock.patch.multiple(f32_math, _LOG2_POLY=fit[0], _EXP2_POLY=fit[1])
+
+
+def _members(x):
+  return [x[..., i::2, j::2, :] for i in range(2) for j in range(2)]
+
+
+def _p_pool(x, a):
+  return p_pool(x, a, (2, 2), (2, 2))
+
+
+def _compile(fn, x, a, fit=None):
+  """``fn`` compiled for ``(x, a)``, with ``fit``'s coefficients (see ``fitted``) while it is
+  traced (JAX's trace caches are cleared before and after: a cached trace would not see the
+  coefficients, or would keep them)."""
+  if fit is None:
+    return jax.jit(fn).lower(x, a).compile()
+  jax.clear_caches()
+  try:
+    with fitted(fit):
+      return jax.jit(fn).lower(x, a).compile()
+  finally:
+    jax.clear_caches()
+
+
+def max_rel_error(fit=None, shape=(2, 64, 64, 64)):
+  """Largest relative error of the (fitted) p_pool forward against float64 Eq. 1 over
+  ``ALPHAS_CHECKED``, on uniform [0, 1) inputs."""
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), shape, jnp.float32), np.float64)
+  members = _members(x)
+  top = np.maximum.reduce(members)
+  forward = _compile(_p_pool, jnp.float32(x), jnp.float32(1), fit)
+  worst = 0.0
+  for alpha in ALPHAS_CHECKED:
+    w = [(z / top) ** alpha for z in members]
+    ref = sum(wi * z for wi, z in zip(w, members)) / sum(w)
+    y = np.asarray(forward(jnp.float32(x), jnp.float32(alpha)), np.float64)
+    worst = max(worst, float(np.max(np.abs(y - ref) / ref)))
+  return worst
+
+
+def rows(shape, repeats):
+  """``(name, ms, median ratio, min, max, error or None)`` for every timed op."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), shape, jnp.float32)
+  a = jnp.float32(ALPHA)
+  lg = f32_math.log2_primal
+  fns = {
+      "max_pool": (lambda x, a: nn.max_pool(x, (2, 2), (2, 2)), None),
+      "members' sum": (lambda x, a: sum(_members(x)), None),
+      "log2 (f32_math)": (lambda x, a: sum(lg(z) for z in _members(x)), None),
+      "exp2 (f32_math)": (lambda x, a: sum(f32_math.exp2_nonpositive(a * (z - 1))
+                                           for z in _members(x)), None),
+      "exp2(a log2 z) (f32_math)": (lambda x, a: sum(f32_math.exp2_nonpositive(a * lg(z))
+                                                     for z in _members(x)), None),
+      "exp2(a log2 z) (XLA)": (lambda x, a: sum(jnp.exp2(a * jnp.log2(z))
+                                                for z in _members(x)), None),
+      "p_pool forward": (_p_pool, None),
+  }
+  errors = {"p_pool forward": max_rel_error()}
+  for ld, ed in FITS:
+    (log2, lerr), (exp2, eerr) = fitted_log2(ld), fitted_exp2(ed)
+    name = f"p_pool forward, log2 degree {ld} ({lerr:.1e}), exp2 degree {ed} ({eerr:.1e})"
+    fns[name] = (_p_pool, (log2, exp2))
+    errors[name] = max_rel_error((log2, exp2))
+  compiled = {name: _compile(fn, x, a, fit) for name, (fn, fit) in fns.items()}
+  timed = interleaved(compiled, {name: (x, a) for name in fns}, repeats, "max_pool")
+  return [(name, t * 1e3, float(np.median(r)), float(r.min()), float(r.max()), errors.get(name))
+          for name, (t, r) in timed.items()]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__)
+  parser.add_argument("--shape", default="8,128,128,64")
+  parser.add_argument("--repeats", type=int, default=20,
+                      help="a multiple of 10, the length of the balanced design for 10 ops")
+  parser.add_argument("--out", default=None, help="write a markdown table here")
+  args = parser.parse_args()
+  shape = tuple(int(s) for s in args.shape.split(","))
+  device = jax.devices()[0]
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  header = (f"device: {device.platform} ({device.device_kind}), host {host_cpu()}; "
+            f"jax {jax.__version__}; shape {shape}, float32, 2x2/2 VALID, alpha {ALPHA} "
+            f"(scalar); {args.repeats} interleaved repeats; "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; 1-min load average {load:.1f}")
+  lines = ["| op | time (ms) | time / max_pool (median) | range | max rel. error vs float64 |",
+           "|---|---|---|---|---|"]
+  for name, ms, ratio, lo, hi, err in rows(shape, args.repeats):
+    lines.append(f"| {name} | {ms:.2f} | {ratio:.2f} | {lo:.2f}-{hi:.2f} | "
+                 f"{'' if err is None else f'{err:.1e}'} |")
+  emit([f"# The 2x2/2 forward's floor\n\n{header}\n",
+        "Sums are over the four members of each window; a ratio is the median over the "
+        "repeats of the op's time over max_pool's in the same repeat, the range its minimum "
+        f"and maximum. Errors: p_pool's output against float64 Eq. 1, alpha in "
+        f"{list(ALPHAS_CHECKED)}; in a fit's name its largest error on its interval "
+        "(absolute for log2, relative for exp2).\n", *lines], args.out)
+
+
+if __name__ == "__main__":
+  main()
