@@ -21,7 +21,6 @@ one process and in balanced orders against flax's max_pool (2x2/2 VALID, float32
 from __future__ import annotations
 
 import argparse
-import os
 from unittest import mock
 
 import flax.linen as nn
@@ -32,7 +31,7 @@ import numpy as np
 from ppool_jax import p_pool
 from ppool_jax.ops import f32_math
 from pool_op import interleaved
-from timing import emit, host_cpu
+from timing import device_line, emit, load_average
 
 FITS = ((6, 5), (6, 4), (5, 4))  # (log2 degree, exp2 degree); the package's: (7, 5)
 ALPHAS_CHECKED = (0.5, 1.0, 5.0, 35.0, 300.0, 1e4)
@@ -154,17 +153,14 @@ def main():
   parser.add_argument("--out", default=None, help="write a markdown table here")
   args = parser.parse_args()
   shape = tuple(int(s) for s in args.shape.split(","))
-  device = jax.devices()[0]
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-  header = (f"device: {device.platform} ({device.device_kind}), host {host_cpu()}; "
-            f"jax {jax.__version__}; shape {shape}, float32, 2x2/2 VALID, alpha {ALPHA} "
-            f"(scalar); {args.repeats} interleaved repeats; "
-            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; 1-min load average {load:.1f}")
+  load = load_average()
+  header = device_line(shape, args.repeats, f", float32, 2x2/2 VALID, alpha {ALPHA} (scalar)")
   lines = ["| op | time (ms) | time / max_pool (median) | range | max rel. error vs float64 |",
            "|---|---|---|---|---|"]
   for name, ms, ratio, lo, hi, err in rows(shape, args.repeats):
     lines.append(f"| {name} | {ms:.2f} | {ratio:.2f} | {lo:.2f}-{hi:.2f} | "
                  f"{'' if err is None else f'{err:.1e}'} |")
+  header += f"; 1-min load average {load:.1f} at the start, {load_average():.1f} at the end"
   emit([f"# The 2x2/2 forward's floor\n\n{header}\n",
         "Sums are over the four members of each window; a ratio is the median over the "
         "repeats of the op's time over max_pool's in the same repeat, the range its minimum "

@@ -13,7 +13,6 @@ its ratio to max_pool (median over the repeats, with their range), compiled temp
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import flax.linen as nn
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppool_jax import p_pool
-from timing import balanced_schedule, emit, host_cpu
+from timing import balanced_schedule, device_line, emit, load_average
 
 
 ALPHAS = ("dense", "channel", "scalar")  # the side branch's map, (C,), ()
@@ -145,11 +144,8 @@ def main():
   parser.add_argument("--out", default=None, help="write a markdown table here")
   args = parser.parse_args()
   shape = tuple(int(s) for s in args.shape.split(","))
-  device = jax.devices()[0]
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-  header = (f"device: {device.platform} ({device.device_kind}), host {host_cpu()}; "
-            f"jax {jax.__version__}; shape {shape}; {args.repeats} interleaved repeats; "
-            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+  load = load_average()
+  header = device_line(shape, args.repeats)
   print(header, flush=True)
   rows_out = ["| window | dtype | mode | op | time (ms) | time / max_pool (median) | range "
               "| temp memory (MiB) | temp / max_pool |", "|---|---|---|---|---|---|---|---|---|"]
@@ -166,7 +162,7 @@ def main():
                 f"{mem_ratio} |")
         print(line, flush=True)
         rows_out.append(line)
-  load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+  load_end = load_average()
   emit([f"# p_pool benchmark\n\n{header}; 1-min load average {load:.1f} at the start, "
         f"{load_end:.1f} at the end\n",
         "Each repeat times every op of a (window, dtype, mode) group in turn; a ratio is the "

@@ -60,6 +60,20 @@ def host_cpu() -> str:
   return f"{model}, {os.cpu_count()} cores"
 
 
+def load_average() -> float:
+  """The 1-minute load average (nan where the OS has none)."""
+  return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
+def device_line(shape, repeats: int, setting: str = "") -> str:
+  """An op benchmark's machine line: device, host CPU, jax, the input ``shape`` (and
+  ``setting``), the number of interleaved repeats and ``XLA_FLAGS``."""
+  device = jax.devices()[0]
+  return (f"device: {device.platform} ({device.device_kind}), host {host_cpu()}; "
+          f"jax {jax.__version__}; shape {shape}{setting}; {repeats} interleaved repeats; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+
+
 def rate_cells(rates, reference: float) -> str:
   """``median | min | max | median / reference`` of repeated rates, as Markdown table cells."""
   return (f"{np.median(rates):.1f} | {min(rates):.1f} | {max(rates):.1f} | "
