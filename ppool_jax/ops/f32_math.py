@@ -1,14 +1,14 @@
-"""float32 ``log`` and ``exp2`` from elementwise arithmetic for p_pool's fused loops on CPU.
+"""float32 ``log2`` and ``exp2`` from elementwise arithmetic for p_pool's fused loops on CPU.
 
 Inside XLA:CPU's fused per-member loops its own ``log`` and ``exp`` are the cost of the
 operator (issue #23); these vectorise as plain arithmetic (XLA:CPU contracts their
-multiply-adds into FMAs). Other dtypes and platforms use ``jnp.log`` / ``jnp.log2`` /
-``jnp.exp`` / ``jnp.exp2``.
+multiply-adds into FMAs). Their polynomials are least-squares fits, of the lowest degrees
+that keep p_pool's outputs within 4e-7 relative of float64
+(``experiments/bench/forward_floor.py`` times lower ones). Other dtypes and platforms use
+``jnp.log`` / ``jnp.log2`` / ``jnp.exp`` / ``jnp.exp2``.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -16,70 +16,31 @@ import numpy as np
 from jax import lax
 
 
-# Cephes' logf: x = 2^e * m with m in [sqrt(1/2), sqrt(2)), log(m) by a degree-9 polynomial
-# in m - 1 (error <= 1 ulp; XLA:CPU's log measured 1.1 ulp) and e * log 2 in two parts.
-_LOG_POLY = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
-             1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
-             3.3333331174e-1)
 _LOG2_E = np.float32(np.log2(np.e))
-
-
-def _split(bits):
-  """``(e, m)``, ``x = 2^e * m`` with ``m`` in ``[sqrt(1/2), sqrt(2))``, from the int32 bits
-  of a normal float32 ``x > 0``: subtracting sqrt(1/2)'s bits carries into the exponent
-  field exactly when ``m`` would fall below sqrt(1/2) (no compare, no select)."""
-  e = (bits - 0x3F3504F3) >> 23
-  return e, lax.bitcast_convert_type(bits - (e << 23), jnp.float32)
-
-
-def log_f32_poly(x, subnormals: bool = True):
-  """``log(x)`` for float32 ``x > 0`` (any finite positive value, subnormals included) from
-  elementwise arithmetic only, so it vectorises inside a fused loop; values ``<= 0`` give
-  garbage (callers select them away). Error <= 1 ulp; monotone over the normal floats
-  (checked exhaustively on XLA:CPU).
-
-  ``subnormals=False`` drops the subnormal path (identical results for normal ``x``;
-  a subnormal reads as the smallest normal, 2^-126): the fused loops' guard ``z > 0``
-  never passes a subnormal on XLA:CPU, which runs with denormals-are-zero.
-  """
-  bits = lax.bitcast_convert_type(x, jnp.int32)
-  if subnormals:
-    # A subnormal 2^-149 * n is read through its integer n (exact in float32): no float op
-    # touches a subnormal, so the result holds where the CPU flushes them to zero.
-    sub = (bits & 0x7F800000) == 0
-    bits = jnp.where(sub, lax.bitcast_convert_type((bits & 0x007FFFFF).astype(jnp.float32),
-                                                   jnp.int32), bits)
-  else:
-    bits = jnp.maximum(bits, 0x00800000)
-  e, m = _split(bits)
-  if subnormals:
-    e = e - jnp.where(sub, 149, 0)
-  e = e.astype(jnp.float32)
-  t = m - 1.0  # exact (Sterbenz)
-  t2 = t * t
-  p = jnp.float32(_LOG_POLY[0])
-  for c in _LOG_POLY[1:]:
-    p = p * t + c
-  return t + (t * t2 * p - 2.12194440e-4 * e - 0.5 * t2) + 0.693359375 * e
+_LN_2 = np.float32(np.log(2))
 
 
 # log2(1 + t) = t P(t) for t = m - 1 in [sqrt(1/2) - 1, sqrt(2) - 1): least squares on
 # Chebyshev nodes, degree 7, exactly -1/2 and 1/2 at the two ends (so the pieces meet where m
 # wraps from sqrt(2) to sqrt(1/2) in the next binade); error 4.1e-7 absolute in float64. Fitted
 # by ``fitted_log2(7)`` in experiments/bench/forward_floor.py (tested to agree). Seven FMAs
-# per value where Cephes' log takes fourteen operations: the 2x2/2 forward is 0.3x max_pool's
-# time faster with it (issue #23).
+# per value where Cephes' log took fourteen operations: the 2x2/2 forward is 0.5x max_pool's
+# time faster, fwd+bwd 0.06-0.09x (issue #23).
 _LOG2_POLY = (0.16601644, -0.27256098, 0.2986593, -0.35904533, 0.48036036, -0.7213718,
               1.4427017)
 
 
 def log2_f32_poly(x):
-  """``log2(x)`` for normal float32 ``x > 0`` within 5e-7 absolute (float32 rounding of the
-  exponent added: within 5e-7 + 2^-24 |log2 x|), exact at powers of two, monotone over the
-  normal floats (checked exhaustively on XLA:CPU); a subnormal reads as 2^-126, values
-  ``<= 0`` give garbage (callers select them away). Elementwise arithmetic only."""
-  e, m = _split(jnp.maximum(lax.bitcast_convert_type(x, jnp.int32), 0x00800000))
-  t = m - 1.0  # exact (Sterbenz)
+  """``log2(x)`` for normal float32 ``x > 0`` within ``4.1e-7 + 2^-24 |log2 x|`` (the fit's
+  error and the rounding of the exponent's sum; checked over all normal floats on XLA:CPU),
+  exact at powers of two, monotone over the normal floats (checked likewise: the inference
+  forward finds each window's maximum as its largest log); a subnormal reads as 2^-126,
+  values ``<= 0`` give garbage (callers select them away). Elementwise arithmetic only."""
+  bits = jnp.maximum(lax.bitcast_convert_type(x, jnp.int32), 0x00800000)
+  # x = 2^e * m with m in [sqrt(1/2), sqrt(2)): subtracting sqrt(1/2)'s bits carries into
+  # the exponent field exactly when m would fall below sqrt(1/2) (no compare, no select).
+  e = (bits - 0x3F3504F3) >> 23
+  t = lax.bitcast_convert_type(bits - (e << 23), jnp.float32) - 1.0  # exact (Sterbenz)
   p = jnp.float32(_LOG2_POLY[0])
   for c in _LOG2_POLY[1:]:
     p = p * t + c
@@ -120,11 +81,12 @@ def _cpu_float32(fn, x, fallback):
 
 @jax.custom_jvp
 def log(x):
-  """``log`` of a positive array: ``log_f32_poly`` for float32 on CPU (inside the fused
-  per-member loops XLA:CPU's ``log`` costs 1.7x a whole ``max_pool`` for 4 members, the
-  polynomial 1.2x; issue #23). Its derivative is ``1 / x`` (the polynomial's bit casts
-  have none): second-order gradients differentiate the passes that call it."""
-  return _cpu_float32(partial(log_f32_poly, subnormals=False), x, jnp.log)
+  """``log`` of a positive array, the gradient passes': ``log2_f32_poly(x) log(2)`` for
+  float32 on CPU, within ``2.9e-7 + 2^-23 |log x|`` (inside the fused per-member loops
+  XLA:CPU's ``log`` costs 1.7x a whole ``max_pool`` for 4 members; issue #23). Its
+  derivative is ``1 / x`` (the polynomial's bit casts have none): second-order gradients
+  differentiate the passes that call it."""
+  return _cpu_float32(lambda x: log2_f32_poly(x) * _LN_2, x, jnp.log)
 
 
 @log.defjvp

@@ -16,7 +16,7 @@ import sys
 
 from support import ROOT, subprocess_env
 
-SELECTION = ("matches_numpy_eq_1_3_4 or inference_forward_matches or one_ulp or log2_is_within"
+SELECTION = ("matches_numpy_eq_1_3_4 or inference_forward_matches or logs_are_within"
              " or monotone_where"
              " or exp2_and_exp")
 

@@ -1,6 +1,5 @@
 """p_pool against independent references: NumPy Eq. 1/3/4, mpmath, flax limits."""
 
-import functools
 
 import chex
 import flax.linen as nn
@@ -526,49 +525,41 @@ def _positive_float32_sample():
   tiny, big = np.finfo(np.float32).tiny, np.finfo(np.float32).max
   x = np.concatenate([
       np.exp(rng.uniform(np.log(tiny), np.log(big), 200_000)),       # normal range
-      rng.uniform(1e-45, tiny, 20_000),                               # subnormals
       1.0 + rng.uniform(-1e-3, 1e-3, 20_000),                         # near 1 (cancellation)
       np.sqrt(0.5) * (1.0 + rng.uniform(-1e-3, 1e-3, 20_000)),        # the pieces' seam
-      [1.0, 2.0, 0.5, np.sqrt(0.5), tiny, big, 1.4e-45]]).astype(np.float32)
+      [1.0, 2.0, 0.5, np.sqrt(0.5), tiny, big]]).astype(np.float32)
   return x[(x > 0) & np.isfinite(x)]
 
 
-def test_float32_log_is_within_one_ulp_over_the_whole_positive_range():
-  """``log`` (the gradient passes') within 1 ulp, subnormals included."""
-  from ppool_jax.ops.f32_math import log_f32_poly
+@pytest.mark.parametrize("base2", [True, False])
+def test_float32_logs_are_within_their_absolute_bounds(base2):
+  """``log2_f32_poly`` (the inference forward's) within ``4.1e-7 + 2^-24 |log2 x|`` and
+  exact at every power of two; ``log`` (the gradient passes', ``log2_f32_poly * log(2)`` on
+  CPU) within ``2.9e-7 + 2^-23 |log x|`` and ``log(1) = 0``. Measured over all normal
+  floats: 4.07e-7 and 2.72e-7."""
+  from ppool_jax.ops.f32_math import log, log2_f32_poly
   x = _positive_float32_sample()
-  got = np.asarray(jax.jit(log_f32_poly)(jnp.asarray(x)), np.float64)
-  ref = np.log(x.astype(np.float64))
-  ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+  fn, ref_fn, bound, rel = ((log2_f32_poly, np.log2, 4.1e-7, 2.0**-24) if base2 else
+                            (log, np.log, 2.9e-7, 2.0**-23))
+  got = np.asarray(jax.jit(fn)(jnp.asarray(x)), np.float64)
+  ref = ref_fn(x.astype(np.float64))
+  np.testing.assert_array_less(np.abs(got - ref), bound + rel * np.abs(ref))
   assert got[x == 1.0][0] == 0.0
-  np.testing.assert_array_less(np.abs(got - ref), ulp + 1e-45)
+  if base2:
+    k = np.arange(-126, 128)
+    np.testing.assert_array_equal(jax.jit(fn)(jnp.asarray(2.0**k, jnp.float32)), k)
 
 
-def test_float32_log2_is_within_its_absolute_bound_and_exact_at_powers_of_two():
-  """``log2_f32_poly`` (the inference forward's): within ``5e-7 + 2^-24 |log2 x|`` over the
-  normal floats (4.07e-7 measured over all of them), exact at every power of two."""
-  from ppool_jax.ops.f32_math import log2_f32_poly
-  x = _positive_float32_sample()
-  x = x[x >= np.finfo(np.float32).tiny]
-  got = np.asarray(jax.jit(log2_f32_poly)(jnp.asarray(x)), np.float64)
-  ref = np.log2(x.astype(np.float64))
-  np.testing.assert_array_less(np.abs(got - ref), 5e-7 + 2.0**-24 * np.abs(ref))
-  k = np.arange(-126, 128)
-  np.testing.assert_array_equal(jax.jit(log2_f32_poly)(jnp.asarray(2.0**k, jnp.float32)), k)
-
-
-@pytest.mark.parametrize("base2", [False, True])
-def test_float32_log_is_monotone_where_its_pieces_meet(base2):
+def test_float32_log2_is_monotone_where_its_pieces_meet():
   """The inference forward finds each window's maximum as its largest member log, so the log
   must never decrease. Checked on every float within 4096 steps of each binade's two seams
   (``m = sqrt(1/2)`` and ``m = 1``, where the exponent and the polynomial's argument jump)."""
-  from ppool_jax.ops.f32_math import log2_f32_poly, log_f32_poly
+  from ppool_jax.ops.f32_math import log2_f32_poly
   seams = np.concatenate([np.arange(1, 255) << 23, ((np.arange(1, 254) << 23) + 0x3504F3)])
   bits = (seams[:, None] + np.arange(-4096, 4096)[None, :]).astype(np.int32)
   bits = bits[(bits >= 0x00800000) & (bits < 0x7F800000)]  # normal floats only
   x = np.sort(bits.ravel()).view(np.float32)
-  fn = log2_f32_poly if base2 else functools.partial(log_f32_poly, subnormals=False)
-  y = np.asarray(jax.jit(fn)(jnp.asarray(x)))
+  y = np.asarray(jax.jit(log2_f32_poly)(jnp.asarray(x)))
   assert np.all(np.diff(y) >= 0), x[1:][np.diff(y) < 0][:5]
 
 
