@@ -135,10 +135,10 @@ def rows(shape, repeats):
   }
   errors = {"p_pool forward": max_rel_error()}
   for ld, ed in FITS:
-    (log2, lerr), (exp2, eerr) = fitted_log2(ld), fitted_exp2(ed)
+    (log2_coef, lerr), (exp2_coef, eerr) = fitted_log2(ld), fitted_exp2(ed)
     name = f"p_pool forward, log2 degree {ld} ({lerr:.1e}), exp2 degree {ed} ({eerr:.1e})"
-    fns[name] = (_p_pool, (log2, exp2))
-    errors[name] = max_rel_error((log2, exp2))
+    fns[name] = (_p_pool, (log2_coef, exp2_coef))
+    errors[name] = max_rel_error((log2_coef, exp2_coef))
   compiled = {name: _compile(fn, x, a, fit) for name, (fn, fit) in fns.items()}
   timed = interleaved(compiled, {name: (x, a) for name in fns}, repeats, "max_pool")
   return [(name, t * 1e3, float(np.median(r)), float(r.min()), float(r.max()), errors.get(name))

@@ -4,7 +4,8 @@
   python experiments/bench/gpu_suite.py --smoke --out /tmp/gpu_smoke.md       # CPU, seconds
 
 (a) p_pool on the device against a float64 NumPy reference on the host (values, d/dx,
-    d/dalpha) for 2x2/2 and 3x3/2 SAME, float32 and bfloat16, alpha 0 / 2 / 20 / 1e4;
+    d/dalpha) for 2x2/2 and 3x3/2 SAME, float32 and bfloat16, alpha 0 / 2 / 20 / 1e4
+    (largest error over the largest reference value; float32 within max(1e-4, 1e-7 alpha));
 (b) p_pool vs max_pool / avg_pool, forward and forward+backward, ``pool_op.py``'s set (every
     alpha shape: dense map, per channel, scalar; 2x2/2 and 3x3/2 SAME) at (32,128,128,64) and
     (8,256,256,128), float32 and bfloat16, with the input's read bandwidth next to the
@@ -95,7 +96,11 @@ def check_correctness(smoke: bool) -> list[dict]:
     gx, ga = jax.jit(vjp)(jnp.asarray(ct, dtype))
     ry, rgx, rga = reference(xr, alpha, window, stride, np.asarray(jnp.asarray(ct, dtype), np.float64))
     err = lambda a, b: float(np.abs(np.asarray(a, np.float64) - b).max() / (np.abs(b).max() + 1e-12))
-    tol = 1e-4 if dtype == jnp.float32 else 2e-2      # bf16 output: 8 bits of mantissa
+    # A float32 weight (z / m)^a carries a relative error of about a times that of log(z / m)
+    # (~1e-7 near z = m): at alpha 1e4 the gradients' 1e-4 is out of float32's reach on any
+    # device (2.5e-4 to 4.5e-4 measured on the CPU at the full shape, before issue #23's
+    # polynomials too). bf16 output: 8 bits of mantissa.
+    tol = max(1e-4, 1e-7 * alpha) if dtype == jnp.float32 else 2e-2
     row = dict(window=f"{window}x{window}/{stride}", dtype=jnp.dtype(dtype).name, alpha=alpha,
                y=err(y, ry), gx=err(gx, rgx), galpha=err(ga, rga), tol=tol)
     row["ok"] = max(row["y"], row["gx"], row["galpha"]) <= tol
