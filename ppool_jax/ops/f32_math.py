@@ -25,7 +25,7 @@ _LN_2 = np.float32(np.log(2))
 # wraps from sqrt(2) to sqrt(1/2) in the next binade); error 4.1e-7 absolute in float64. Fitted
 # by ``fitted_log2(7)`` in experiments/bench/forward_floor.py (tested to agree). Seven FMAs
 # per value where Cephes' log took fourteen operations: the 2x2/2 forward is 0.5x max_pool's
-# time faster, fwd+bwd 0.06-0.09x (issue #23).
+# time faster, fwd+bwd 0.02-0.08x (issue #23).
 _LOG2_POLY = (0.16601644, -0.27256098, 0.2986593, -0.35904533, 0.48036036, -0.7213718,
               1.4427017)
 
