@@ -43,13 +43,11 @@ def compute_dtype(dtype):
 
 
 def _top_log(top):
-  """``log(top)``, ``-inf`` for an all-zero window, by the members' ``log`` (``f32_math.log``):
-  with one function for both, ``log z - log top`` is accurate where ``z`` is near ``top``,
-  which is where a huge alpha puts the weight (XLA's ``log`` for ``top`` beside the
-  polynomial for the members gave 5x larger alpha-gradient errors at alpha 1e4, issue #23).
-  XLA recomputes it in each loop that reads it instead of storing it (measured no slower
-  than XLA's stored ``log``, one or two output-sized arrays less temp memory for 2x2/2).
-  The maximum's weight is set to 1 (``_weight``): the logs need not agree bit for bit."""
+  """``log(top)``, ``-inf`` for an all-zero window, by the members' ``log``: one function for
+  both keeps ``log z - log top`` accurate near the maximum, where a huge alpha puts the weight
+  (XLA's ``log`` here gave 5x larger alpha-gradient errors at alpha 1e4; issue #23). XLA
+  recomputes it in the loops that read it (no slower, less 2x2/2 temp memory). The
+  maximum's weight is set to 1 (``_weight``): the logs need not agree bit for bit."""
   return jnp.where(top > 0, log(jnp.where(top > 0, top, 1)), -jnp.inf)
 
 
