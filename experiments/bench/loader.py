@@ -151,7 +151,7 @@ def images_per_second(make, batches: int, batch: int) -> tuple[float, dict]:
 
 
 def main():
-  from timing import emit, host_cpu, rate_cells
+  from timing import emit, host_cpu, load_average, rate_cells
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--sources", default="files,synthetic")
   ap.add_argument("--batch", type=int, default=10, help="global batch (base config's)")
@@ -166,7 +166,7 @@ def main():
   ap.add_argument("--out", default=None)
   args = ap.parse_args()
   width, height = map(int, args.image_size.split("x"))
-  load_before = os.getloadavg()[0]
+  load_before = load_average()
   tmp = tempfile.TemporaryDirectory()
   sources = {}
   for name in args.sources.split(","):
@@ -203,7 +203,7 @@ def main():
           np.testing.assert_array_equal(first[k], reference[k], err_msg=f"{s} {name} {w}: {k}")
         table[(s, name, w)].append(rate)
         print(f"{s}: {name}, {w} threads: {rate:.1f} images/s", flush=True)
-  load_after = os.getloadavg()[0]
+  load_after = load_average()
   lines = ["# Training-loader benchmark: grain vs the thread-pool loader (issue #21 item 2)", "",
            f"- machine: {host_cpu()}; grain {grain.__version__}; {time.strftime('%Y-%m-%d')}",
            f"- load average (1 min) before / after: {load_before:.1f} / {load_after:.1f}"

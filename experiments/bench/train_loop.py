@@ -38,7 +38,7 @@ from ppool_jax.train.loop import init_state
 from ppool_jax.train.optim import make_optimizer
 from ppool_jax.train.parallel import make_runner
 from ppool_jax.train.runtime import prefetch
-from timing import emit, host_cpu, rate_cells
+from timing import emit, host_cpu, load_average, rate_cells
 
 # (name, loop, metrics fetched, prefetch): the first row is the "before".
 ROWS = (("runner, every step", "runner", "every step", 0),
@@ -128,7 +128,7 @@ def main():
   if not 1 <= args.log_every < args.steps:
     raise SystemExit(f"--log_every must be in [1, --steps), got {args.log_every}.")
   cfg = config(args.steps, args.log_every, args.size, args.batch, args.pooling)
-  load_before = os.getloadavg()[0]
+  load_before = load_average()
   loop = RunnerLoop(cfg)
   rates = {name: [] for name, *_ in ROWS}
   for _ in range(args.repeats):  # round robin: load changes hit every row alike
@@ -139,7 +139,7 @@ def main():
                 else train_completed(c))
       rates[name].append(seconds_between(stamps, args.log_every, args.steps))
       print(f"{name}: {rates[name][-1]:.1f} steps/s", flush=True)
-  load_after = os.getloadavg()[0]
+  load_after = load_average()
   before = float(np.median(rates[ROWS[0][0]]))
   lines = [
       "# Training-loop benchmark: per-step host sync and device prefetch (issue #22)", "",

@@ -1,6 +1,5 @@
 """p_pool against independent references: NumPy Eq. 1/3/4, mpmath, flax limits."""
 
-
 import chex
 import flax.linen as nn
 import hypothesis.extra.numpy as hnp
