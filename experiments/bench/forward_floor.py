@@ -153,6 +153,8 @@ def main():
   parser.add_argument("--out", default=None, help="write a markdown table here")
   args = parser.parse_args()
   shape = tuple(int(s) for s in args.shape.split(","))
+  if len(shape) != 4 or shape[1] % 2 or shape[2] % 2:
+    parser.error(f"--shape {args.shape}: N,H,W,C with even H and W (the 2x2/2 windows tile it)")
   load = load_average()
   header = device_line(shape, args.repeats, f", float32, 2x2/2 VALID, alpha {ALPHA} (scalar)")
   lines = ["| op | time (ms) | time / max_pool (median) | range | max rel. error vs float64 |",
