@@ -33,10 +33,12 @@ _LOG2_POLY = (0.16601644, -0.27256098, 0.2986593, -0.35904533, 0.48036036, -0.72
 def log2_f32_poly(x):
   """``log2(x)`` for normal float32 ``x > 0`` within ``4.1e-7 + 2^-24 |log2 x|`` (the fit's
   error and the rounding of the exponent's sum; checked over all normal floats on XLA:CPU),
-  exact at powers of two, monotone over the normal floats (checked likewise: the inference
-  forward finds each window's maximum as its largest log); a subnormal reads as 2^-126,
-  values ``<= 0`` give garbage (callers select them away). Elementwise arithmetic only."""
-  bits = jnp.maximum(lax.bitcast_convert_type(x, jnp.int32), 0x00800000)
+  exact at powers of two. Monotone and finite over all floats ``x >= 0`` (checked likewise):
+  a subnormal or zero ``x`` reads as ``-127 + log2(1 + x / 2^-126)`` (``-127`` at 0, no
+  clamp: XLA:CPU flushes subnormal results to zero, so a ratio below ``2^-126`` arrives as
+  0); negative values give garbage (callers select them away). Elementwise arithmetic
+  only."""
+  bits = lax.bitcast_convert_type(x, jnp.int32)
   # x = 2^e * m with m in [sqrt(1/2), sqrt(2)): subtracting sqrt(1/2)'s bits carries into
   # the exponent field exactly when m would fall below sqrt(1/2) (no compare, no select).
   e = (bits - 0x3F3504F3) >> 23

@@ -104,34 +104,52 @@ def _spatial_axes(x, geom: WindowGeometry) -> tuple[int, ...]:
   return tuple(range(nb, nb + geom.ndim))
 
 
-# The inference forward's weights (``_pooled``): ``e_i = 2^(a (log2 z_i - max_j log2 z_j))``.
-# The window maximum's log is the largest member log (``log2_f32_poly`` is monotone over the
-# normal floats), so the maximum's weight is exactly ``2^0 = 1`` without a compare and no
-# separate ``log2(top)`` is taken. A non-positive member's log is the finite
-# ``_LOG_ZERO``, so the conventions of ``_weight`` need no select: ``a = 0`` gives
-# ``2^0 = 1``, an all-zero window gives every member ``2^0 = 1``, and any
-# ``a >= _ALPHA_MIN`` sends a zero member's exponent ``<= -3e8`` to weight 0. Smaller
-# positive alpha is raised to ``_ALPHA_MIN``: the positive members' weights are exactly 1
-# either way (``|a log2(z / top)| <= 1e-30 * 300``), the zero members' drop to 0 as
-# documented. ``a`` is capped at the dtype's maximum, so that a traced ``inf`` gives
-# ``a * 0 = 0`` at the maximum: every other weight is 0 well before that.
+# The inference forward (``_pooled``): ``y = (top + sum_i e_i z_i) / (1 + sum_i e_i)`` over the
+# members other than the maximum, ``e_i = 2^(a log2(z_i / top))``. A knockout tournament
+# (``_tournament``) finds ``top`` and leaves the ``N - 1`` others: 2(N - 1) max/min instead of
+# the maximum's log and exp (for 2x2/2 a fourth of the transcendental work; issue #23). The
+# ratio is a correctly rounded division, so a member tied with the maximum has ``z / top = 1``
+# and weight exactly ``2^0 = 1`` at any alpha, and ``log2(z / top)`` carries one rounding of
+# ``z / top`` where ``log2 z - log2 top`` carried the errors of two logs. A member below
+# ``2^-126 top`` (the ratio flushes to 0 on XLA:CPU) reads as ``log2 = -127``: its weight
+# is ``2^(-127 a)`` where the exact one is smaller, which shows only for ``a < 0.2``. A zero
+# member's log is the finite ``_LOG_ZERO``, so the conventions of ``_weight`` need no more
+# selects: ``a = 0`` gives ``2^0 = 1``, an all-zero window (``0 / 0``, selected away) gives
+# every member ``2^0 = 1``, and any ``a >= _ALPHA_MIN`` sends a zero member's exponent
+# ``<= -3e8`` to weight 0. Smaller positive alpha is raised to ``_ALPHA_MIN``: the positive
+# members' weights are exactly 1 either way (``|a log2(z / top)| <= 1e-30 * 300``), the zero
+# members' drop to 0 as documented. ``a`` is capped at the dtype's maximum, so that a traced
+# ``inf`` gives ``a * 0 = 0`` at a tie: every other weight is 0 well before that.
 _LOG_ZERO = -3.0e38
 _ALPHA_MIN = 1e-30
 
 
-def _select_max(p, q):
-  return jnp.where(p > q, p, q)  # jnp.maximum adds NaN handling the logs never need
+def _tournament(zs):
+  """``(max, others)``: the maximum of ``zs`` and the ``len(zs) - 1`` values that lost to
+  it or to another member (each comparison keeps its larger value and sets aside the smaller).
+  Selects, not ``jnp.maximum``/``minimum``: those add NaN handling."""
+  rest, others = list(zs), []
+  while len(rest) > 1:
+    pairs = list(zip(rest[0::2], rest[1::2]))
+    others += [jnp.where(p > q, q, p) for p, q in pairs]
+    rest = [jnp.where(p > q, p, q) for p, q in pairs] + rest[2 * len(pairs):]
+  return rest[0], others
 
 
 def _pooled(zs, masks, a):
-  """Eq. 1 over one region's members ``zs``: ``sum_i e_i z_i / sum_i e_i``, ``a`` the
-  clamped alpha (see above); members outside their ``masks`` (padding; ``None``: no
-  padding) weigh 0. Not for differentiation (``log2`` sees the non-positive members,
-  ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``): the primal only."""
-  logs = masked([jnp.where(z > 0, log2_primal(z), _LOG_ZERO) for z in zs], masks, _LOG_ZERO)
-  log_top = fold(_select_max, logs)
-  es = masked([exp2_nonpositive(a * (lg - log_top)) for lg in logs], masks, 0.0)
-  return fold(jnp.add, [e * z for e, z in zip(es, zs)]) / fold(jnp.add, es)
+  """Eq. 1 over one region's members ``zs`` (non-negative), ``a`` the clamped alpha (see
+  above); members outside their ``masks`` (padding; ``None``: no padding) weigh 0. Not for
+  differentiation (``log2`` sees ``0 / 0``, ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``):
+  the primal only."""
+  padded = any(m is not None for m in masks)
+  top, others = _tournament(masked(zs, masks, -1.0))  # padding never wins
+  if not others:
+    return top
+  es = [exp2_nonpositive(a * jnp.where(z > 0, log2_primal(z / top), _LOG_ZERO)) for z in others]
+  if padded:
+    es = [jnp.where(z < 0, 0.0, e) for z, e in zip(others, es)]
+  y = (top + fold(jnp.add, [e * z for e, z in zip(es, others)])) / (1.0 + fold(jnp.add, es))
+  return jnp.where(top < jnp.inf, y, top)  # tied infinities: inf / inf; Eq. 1 gives inf
 
 
 def _forward(x, alpha, geom, mode):
@@ -140,8 +158,8 @@ def _forward(x, alpha, geom, mode):
 
   One fused loop over the output that reads ``x`` directly through ``map_windows`` (no
   padded copy, no masks; large padded windows: the padded input with masks) with
-  ``_pooled``'s weights: per member one ``log`` and one ``exp``, the maximum's log
-  shared. It stores nothing in float32: compiled temp memory 0
+  ``_pooled``'s weights: per member other than the window maximum one division, one ``log``
+  and one ``exp``. It stores nothing in float32: compiled temp memory 0
   (``shift="map"`` adds the ``(*batch, 1.., C)`` map minimum), no residuals; a bfloat16
   input with padding is cast to float32 once and stored (XLA sinks the members' casts
   into one; before, the padded float32 copy was stored for every dtype). A shared

@@ -52,14 +52,15 @@ def test_rows_time_the_fits_and_leave_p_pool_unpatched():
   x = jax.random.uniform(jax.random.PRNGKey(0), (1, 8, 8, 8), jnp.float32)
   forward = jax.jit(lambda x: p_pool(x, 5.0, (2, 2), (2, 2)))
   before = np.asarray(forward(x))
-  rows = ff.rows((1, 8, 8, 8), repeats=10)
-  assert [r[0] for r in rows[:7]] == [
+  rows = ff.rows((1, 8, 8, 8), repeats=22)
+  assert [r[0] for r in rows[:8]] == [
       "max_pool", "members' sum", "log2 (f32_math)", "exp2 (f32_math)",
-      "exp2(a log2 z) (f32_math)", "exp2(a log2 z) (XLA)", "p_pool forward"]
-  assert len(rows) == 7 + len(ff.FITS) and rows[0][2:5] == (1.0, 1.0, 1.0)
+      "exp2(a log2 z) (f32_math)", "exp2(a log2 z) (XLA)",
+      "exp2(a log2(z / max)), 3 others (f32_math)", "p_pool forward"]
+  assert len(rows) == 8 + len(ff.FITS) and rows[0][2:5] == (1.0, 1.0, 1.0)
   assert all(ms > 0 and lo <= ratio <= hi for _, ms, ratio, lo, hi, _ in rows)
-  errors = [r[5] for r in rows[6:]]
-  assert all(r[5] is None for r in rows[:6]) and errors[0] < 1e-6
+  errors = [r[5] for r in rows[7:]]
+  assert all(r[5] is None for r in rows[:7]) and errors[0] < 1e-6
   # The fits change the forward: their errors against float64 differ from the package's,
   # and the compiled fitted forward's output differs from p_pool's.
   assert len(set(errors)) == len(errors) and max(errors[1:]) > 2 * errors[0]

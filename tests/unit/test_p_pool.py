@@ -294,6 +294,43 @@ def test_inference_forward_large_alpha_against_60_digit_reference(alpha):
                              rtol=1e-4)
 
 
+def test_inference_forward_beyond_float32s_ratio_range_is_as_documented():
+  """Without gradient, a member below ``2^-126`` times its window maximum (the ratio flushes
+  to 0 on XLA:CPU) weighs ``2^(-127 alpha)``, where the exact weight is below
+  ``2^(-126 alpha)``; the gradient path's forward is exact. ``p_pool``'s docstring."""
+  z = np.array([1e30, 1e-10, 1.0, 0.0])
+  x = jnp.asarray(z.reshape(1, 2, 2, 1), jnp.float32)
+
+  def eq1(w):  # Eq. 1 with the members' weights relative to the maximum
+    return (w * z).sum() / w.sum()
+
+  for alpha in (0.01, 0.05, 0.3, 2.0):
+    exact = eq1(np.where(z > 0, (z / 1e30) ** alpha, 0.0))
+    y = float(p_pool(x, alpha, (2, 2), (2, 2)).ravel()[0])
+    y_grad_path = float(jax.vjp(lambda x: p_pool(x, alpha, (2, 2), (2, 2)), x)[0].ravel()[0])
+    np.testing.assert_allclose(y_grad_path, exact, rtol=2e-6)
+    counted = eq1(np.array([1.0, 2.0 ** (-127 * alpha), 1e-30 ** alpha, 0.0]))
+    np.testing.assert_allclose(y, counted, rtol=2e-6)
+    if alpha >= 0.2:
+      np.testing.assert_allclose(y, exact, rtol=2e-6)
+    else:
+      assert abs(y / exact - 1) > 1e-4
+
+
+def test_a_window_with_infinite_members_pools_to_inf_in_both_forwards():
+  """Eq. 1's value is ``inf`` (tied infinities included: the inference forward's ratio
+  ``inf / inf`` must not turn into NaN); the finite window beside it is unaffected."""
+  x = np.array([[np.inf, np.inf, 1.0, 0.0], [np.inf, 2.0, 1.0, 0.0], [3.0, 2.0, 1.0, 0.0]],
+               np.float32)
+  x = jnp.asarray(x.reshape(3, 2, 2, 1))
+  for alpha in (0.0, 1.0, 1e4):
+    for y in (p_pool(x, alpha, (2, 2), (2, 2)),
+              jax.vjp(lambda x: p_pool(x, alpha, (2, 2), (2, 2)), x)[0]):
+      y = np.asarray(y).ravel()
+      assert np.all(y[:2] == np.inf), (alpha, y)
+      np.testing.assert_allclose(y[2], {0.0: 6 / 4, 1.0: 14 / 6, 1e4: 3.0}[alpha], rtol=1e-6)
+
+
 # -- limits -----------------------------------------------------------------------------------
 # alpha = 0 is average pooling, alpha -> inf is max pooling: values and grads.
 
@@ -550,16 +587,19 @@ def test_float32_logs_are_within_their_absolute_bounds(base2):
 
 
 def test_float32_log2_is_monotone_where_its_pieces_meet():
-  """The inference forward finds each window's maximum as its largest member log, so the log
-  must never decrease. Checked on every float within 4096 steps of each binade's two seams
-  (``m = sqrt(1/2)`` and ``m = 1``, where the exponent and the polynomial's argument jump)."""
+  """The gradient passes' weights are ``exp(a (log z - log m))`` for ``z <= m``: a log that
+  decreased somewhere would give a weight above 1 (at a huge alpha, an overflow). Checked on
+  every float within 4096 steps of each binade's two seams (``m = sqrt(1/2)`` and ``m = 1``,
+  where the exponent and the polynomial's argument jump), down to 0 (subnormals and 0 read
+  as ``-127`` to ``-126``, finite)."""
   from ppool_jax.ops.f32_math import log2_f32_poly
-  seams = np.concatenate([np.arange(1, 255) << 23, ((np.arange(1, 254) << 23) + 0x3504F3)])
+  seams = np.concatenate([np.arange(0, 255) << 23, ((np.arange(0, 254) << 23) + 0x3504F3)])
   bits = (seams[:, None] + np.arange(-4096, 4096)[None, :]).astype(np.int32)
-  bits = bits[(bits >= 0x00800000) & (bits < 0x7F800000)]  # normal floats only
-  x = np.sort(bits.ravel()).view(np.float32)
+  bits = np.unique(bits[(bits >= 0) & (bits < 0x7F800000)])  # finite floats >= 0
+  x = bits.view(np.float32)
   y = np.asarray(jax.jit(log2_f32_poly)(jnp.asarray(x)))
   assert np.all(np.diff(y) >= 0), x[1:][np.diff(y) < 0][:5]
+  assert y[0] == -127.0 and np.all(np.isfinite(y))
 
 
 def test_float32_exp2_and_exp_relative_error():
