@@ -3,7 +3,7 @@
 Inside XLA:CPU's fused per-member loops its own ``log`` and ``exp`` are the cost of the
 operator (issue #23); these vectorise as plain arithmetic (XLA:CPU contracts their
 multiply-adds into FMAs). Their polynomials are least-squares fits of the lowest degrees
-that keep p_pool's outputs within 4e-7 relative of float64 (3.2e-7 measured by
+that keep p_pool's outputs within 4e-7 relative of float64 (2.1e-7 measured by
 ``experiments/bench/forward_floor.py``, which fits them and times lower degrees). Other
 dtypes and platforms use ``jnp.log`` / ``jnp.log2`` / ``jnp.exp`` / ``jnp.exp2``.
 """
