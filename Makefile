@@ -58,6 +58,7 @@ test-fast: $(VENV)/.installed
 bench: $(VENV)/.installed
 	XLA_FLAGS= $(PY) experiments/bench/pool_op.py --repeats 20 --out experiments/results/pool_op.md
 	XLA_FLAGS= $(PY) experiments/bench/forward_floor.py --repeats 22 --out experiments/results/forward_floor.md
+	XLA_FLAGS= $(PY) experiments/bench/forward_floor.py --dtype bfloat16 --repeats 22 --out experiments/results/forward_floor_bf16.md
 	XLA_FLAGS= $(PY) experiments/bench/train_step.py --poolings max,p,p_fixed --repeats 12 --out experiments/results/train_step.md
 
 clean:

@@ -18,7 +18,20 @@ one process and in balanced orders against flax's max_pool (2x2/2 VALID, float32
   measurements, not candidates: nothing checks that their ``log2`` is monotone, which the
   gradient passes rely on at huge alpha (``log z - log max <= 0``, ``p_pool_vjp._weight``).
 
+``--dtype bfloat16`` asks the same of the bfloat16 forward (issue #23's unmet target:
+bfloat16 2x2/2 forward <= 2.5x max_pool). The input is bfloat16, every op computes in
+float32 and returns bfloat16, as p_pool does. A bfloat16 output needs far less accurate
+weights: p_pool's bfloat16 forward takes a degree-5 ``log2`` and a degree-3 ``exp2``
+(``f32_math._LOG2_POLY_BF16``), and ``FITS["bfloat16"]`` times it with the float32 fits (as
+it ran before) and with other degrees (only the gradient passes need a monotone ``log``;
+they keep the float32 fits). The transcendental work of the three non-maximal members is
+timed also at ``BF16_OTHERS_FIT``: what any XLA formulation with a weight per member pays at
+the least for a bfloat16 output. A p_pool row's accuracy is then the share of outputs that
+are not float64 Eq. 1 correctly rounded to bfloat16, and the largest distance from it in
+bfloat16 ulps.
+
   XLA_FLAGS= python experiments/bench/forward_floor.py --repeats 22 --out experiments/results/forward_floor.md
+  XLA_FLAGS= python experiments/bench/forward_floor.py --dtype bfloat16 --repeats 22 --out experiments/results/forward_floor_bf16.md
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ from unittest import mock
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
 from ppool_jax import p_pool
@@ -37,7 +51,11 @@ from ppool_jax.ops.p_pool_vjp import _tournament
 from pool_op import interleaved
 from timing import device_line, emit, load_average
 
-FITS = ((6, 5), (6, 4), (5, 4))  # (log2 degree, exp2 degree); the package's: (7, 5)
+# (log2 degree, exp2 degree) of the other fits timed per input dtype; the package's: (7, 5).
+# For bfloat16 the package's are (5, 3) (``f32_math._LOG2_POLY_BF16``); (7, 5) is the float32
+# fits' forward, which bfloat16 ran before.
+FITS = {"float32": ((6, 5), (6, 4), (5, 4)), "bfloat16": ((7, 5), (6, 4), (4, 3), (4, 2))}
+BF16_OTHERS_FIT = (5, 3)
 ALPHAS_CHECKED = (0.5, 1.0, 5.0, 35.0, 300.0, 1e4)
 ALPHA = 5.0  # the timed alpha (scalar)
 
@@ -50,7 +68,8 @@ def fitted_log2(degree):
   """Coefficients (highest first, float32) of ``log2(1 + t) = t P(t)`` of ``degree`` for
   ``f32_math._LOG2_POLY``: least squares on Chebyshev nodes of ``[sqrt(1/2) - 1,
   sqrt(2) - 1]``, exactly ``-1/2`` and ``1/2`` at its ends; and the largest absolute error
-  (float64). ``fitted_log2(7)`` gives the package's coefficients."""
+  (float64). ``fitted_log2(7)`` gives the package's coefficients, ``fitted_log2(5)`` those for
+  a bfloat16 output."""
   lo, hi = np.sqrt(0.5) - 1, np.sqrt(2) - 1
   t = _chebyshev_nodes(lo, hi)
   powers = lambda t: np.stack([np.asarray(t, np.float64) ** (k + 1) for k in range(degree)], -1)
@@ -67,7 +86,7 @@ def fitted_exp2(degree):
   """Coefficients (highest first, float32) of ``2^f = 1 + f p(f)``, ``p`` of ``degree - 1``,
   for ``f32_math._EXP2_POLY``: least squares in relative error on Chebyshev nodes of
   ``[-1/2, 1/2]``; and the largest relative error (float64). ``fitted_exp2(5)`` gives the
-  package's coefficients."""
+  package's coefficients, ``fitted_exp2(3)`` those for a bfloat16 output."""
   powers = lambda f: np.stack([f ** (k + 1) for k in range(degree)], -1)
   f = _chebyshev_nodes(-0.5, 0.5)
   coef = np.linalg.lstsq(powers(f) / 2**f[:, None], 1 - 2**-f, rcond=None)[0]
@@ -78,12 +97,14 @@ def fitted_exp2(degree):
 
 def fitted(fit):
   """A context in which ``f32_math``'s ``log2`` and ``exp2`` use the coefficients ``fit =
-  (log2's, exp2's)`` (read when a function is traced)."""
-  return mock.patch.multiple(f32_math, _LOG2_POLY=fit[0], _EXP2_POLY=fit[1])
+  (log2's, exp2's)`` (read when a function is traced), for float32 and bfloat16 outputs."""
+  return mock.patch.multiple(f32_math, _LOG2_POLY=fit[0], _EXP2_POLY=fit[1],
+                             _LOG2_POLY_BF16=fit[0], _EXP2_POLY_BF16=fit[1])
 
 
 def _members(x):
-  return [x[..., i::2, j::2, :] for i in range(2) for j in range(2)]
+  """The four members of each 2x2/2 window, in float32 (p_pool computes bfloat16 so)."""
+  return [x[..., i::2, j::2, :].astype(jnp.float32) for i in range(2) for j in range(2)]
 
 
 def _p_pool(x, a):
@@ -104,20 +125,43 @@ def _compile(fn, x, a, fit=None):
     jax.clear_caches()
 
 
-def max_rel_error(fit=None, shape=(2, 64, 64, 64)):
-  """Largest relative error of the (fitted) p_pool forward against float64 Eq. 1 over
-  ``ALPHAS_CHECKED``, on uniform [0, 1) inputs."""
-  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(5), shape, jnp.float32), np.float64)
-  members = _members(x)
+def _inputs(shape, dtype, seed):
+  return jax.random.uniform(jax.random.PRNGKey(seed), shape, jnp.float32).astype(dtype)
+
+
+def forward_error(fit=None, dtype="float32", shape=(2, 64, 64, 64)):
+  """The (fitted) p_pool forward against float64 Eq. 1 over ``ALPHAS_CHECKED``, on uniform
+  [0, 1) inputs of ``dtype``. float32: the largest relative error. bfloat16: ``(share,
+  ulps)``, the share of outputs that are not Eq. 1 correctly rounded to bfloat16 and the
+  largest distance from it in bfloat16 ulps."""
+  x = _inputs(shape, dtype, 5)
+  members = [np.asarray(z, np.float64) for z in _members(x)]
   top = np.maximum.reduce(members)
-  forward = _compile(_p_pool, jnp.float32(x), jnp.float32(1), fit)
-  worst = 0.0
+  forward = _compile(_p_pool, x, jnp.float32(1), fit)
+  worst, off, ulps = 0.0, 0, 0
   for alpha in ALPHAS_CHECKED:
     w = [(z / top) ** alpha for z in members]
     ref = sum(wi * z for wi, z in zip(w, members)) / sum(w)
-    y = np.asarray(forward(jnp.float32(x), jnp.float32(alpha)), np.float64)
-    worst = max(worst, float(np.max(np.abs(y - ref) / ref)))
-  return worst
+    y = np.asarray(forward(x, jnp.float32(alpha)))
+    if dtype == "float32":
+      worst = max(worst, float(np.max(np.abs(y.astype(np.float64) - ref) / ref)))
+    else:
+      bits = _bf16_bits(y) - _bf16_bits(_round_to_bf16(ref))
+      off, ulps = off + int(np.count_nonzero(bits)), max(ulps, int(np.max(np.abs(bits))))
+  return worst if dtype == "float32" else (off / (top.size * len(ALPHAS_CHECKED)), ulps)
+
+
+def _bf16_bits(v):
+  return np.asarray(v, ml_dtypes.bfloat16).view(np.uint16).astype(np.int64)
+
+
+def _round_to_bf16(ref):
+  """Positive float64 ``ref`` correctly rounded to bfloat16: of the float32 route's result
+  and its two neighbours, the nearest (going through float32 can round twice)."""
+  bits = _bf16_bits(ref.astype(np.float32))
+  cands = [np.maximum(bits + d, 0).astype(np.uint16).view(ml_dtypes.bfloat16) for d in (-1, 0, 1)]
+  dist = np.stack([np.abs(c.astype(np.float64) - ref) for c in cands])
+  return np.choose(np.argmin(dist, axis=0), cands)
 
 
 def _others_weights(x, a):
@@ -125,39 +169,67 @@ def _others_weights(x, a):
   return sum(f32_math.exp2_nonpositive(a * f32_math.log2_primal(z / top)) for z in others)
 
 
-def rows(shape, repeats):
-  """``(name, ms, median ratio, min, max, error or None)`` for every timed op."""
-  x = jax.random.uniform(jax.random.PRNGKey(0), shape, jnp.float32)
-  a = jnp.float32(ALPHA)
+def ops(dtype="float32"):
+  """``{name: (fn, fit or None)}``: the table's ops, in its order, for inputs of ``dtype``;
+  every ``fn(x, a)`` returns ``dtype``, as p_pool does."""
   lg = f32_math.log2_primal
   fns = {
-      "max_pool": (lambda x, a: nn.max_pool(x, (2, 2), (2, 2)), None),
-      "members' sum": (lambda x, a: sum(_members(x)), None),
-      "log2 (f32_math)": (lambda x, a: sum(lg(z) for z in _members(x)), None),
-      "exp2 (f32_math)": (lambda x, a: sum(f32_math.exp2_nonpositive(a * (z - 1))
-                                           for z in _members(x)), None),
-      "exp2(a log2 z) (f32_math)": (lambda x, a: sum(f32_math.exp2_nonpositive(a * lg(z))
-                                                     for z in _members(x)), None),
-      "exp2(a log2 z) (XLA)": (lambda x, a: sum(jnp.exp2(a * jnp.log2(z))
-                                                for z in _members(x)), None),
-      "exp2(a log2(z / max)), 3 others (f32_math)": (_others_weights, None),
-      "p_pool forward": (_p_pool, None),
+      "max_pool": lambda x, a: nn.max_pool(x, (2, 2), (2, 2)),
+      "members' sum": lambda x, a: sum(_members(x)),
+      "log2 (f32_math)": lambda x, a: sum(lg(z) for z in _members(x)),
+      "exp2 (f32_math)": lambda x, a: sum(f32_math.exp2_nonpositive(a * (z - 1))
+                                          for z in _members(x)),
+      "exp2(a log2 z) (f32_math)": lambda x, a: sum(f32_math.exp2_nonpositive(a * lg(z))
+                                                    for z in _members(x)),
+      "exp2(a log2 z) (XLA)": lambda x, a: sum(jnp.exp2(a * jnp.log2(z)) for z in _members(x)),
+      _OTHERS: _others_weights,
+      "p_pool forward": _p_pool,
   }
-  errors = {"p_pool forward": max_rel_error()}
-  for ld, ed in FITS:
-    (log2_coef, lerr), (exp2_coef, eerr) = fitted_log2(ld), fitted_exp2(ed)
+  table = {name: ((lambda fn: lambda x, a: fn(x, a).astype(x.dtype))(fn), None)
+           for name, fn in fns.items()}
+  if dtype == "bfloat16":  # the components' rows make way for the fitted transcendental work
+    del table["log2 (f32_math)"], table["exp2 (f32_math)"]
+    name = "exp2(a log2(z / max)), 3 others, log2 degree {}, exp2 degree {}"
+    fitted_others = (name.format(*BF16_OTHERS_FIT), (table[_OTHERS][0], _fit(*BF16_OTHERS_FIT)))
+    items = list(table.items())
+    table = dict(items[:-1] + [fitted_others] + items[-1:])
+  for ld, ed in FITS[dtype]:
+    lerr, eerr = fitted_log2(ld)[1], fitted_exp2(ed)[1]
     name = f"p_pool forward, log2 degree {ld} ({lerr:.1e}), exp2 degree {ed} ({eerr:.1e})"
-    fns[name] = (_p_pool, (log2_coef, exp2_coef))
-    errors[name] = max_rel_error((log2_coef, exp2_coef))
-  compiled = {name: _compile(fn, x, a, fit) for name, (fn, fit) in fns.items()}
-  timed = interleaved(compiled, {name: (x, a) for name in fns}, repeats, "max_pool")
+    table[name] = (table["p_pool forward"][0], _fit(ld, ed))
+  return table
+
+
+def rows(shape, repeats, dtype="float32"):
+  """``(name, ms, median ratio, min, max, error or None)`` for every op of ``ops(dtype)``,
+  the error ``forward_error``'s for the p_pool rows."""
+  x, a = _inputs(shape, dtype, 0), jnp.float32(ALPHA)
+  table = ops(dtype)
+  errors = {name: forward_error(fit, dtype) for name, (_, fit) in table.items()
+            if name.startswith("p_pool forward")}
+  compiled = {name: _compile(fn, x, a, fit) for name, (fn, fit) in table.items()}
+  timed = interleaved(compiled, {name: (x, a) for name in table}, repeats, "max_pool")
   return [(name, t * 1e3, float(np.median(r)), float(r.min()), float(r.max()), errors.get(name))
           for name, (t, r) in timed.items()]
+
+
+_OTHERS = "exp2(a log2(z / max)), 3 others (f32_math)"
+
+
+def _fit(log2_degree, exp2_degree):
+  return fitted_log2(log2_degree)[0], fitted_exp2(exp2_degree)[0]
+
+
+def _error_cell(err):
+  if err is None:
+    return ""
+  return f"{err:.1e}" if isinstance(err, float) else f"{err[0]:.1e} ({err[1]} ulp at most)"
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--shape", default="8,128,128,64")
+  parser.add_argument("--dtype", default="float32", choices=sorted(FITS))
   parser.add_argument("--repeats", type=int, default=22,
                       help="a multiple of 22, the length of the balanced design for 11 ops")
   parser.add_argument("--out", default=None, help="write a markdown table here")
@@ -166,18 +238,22 @@ def main():
   if len(shape) != 4 or shape[1] % 2 or shape[2] % 2:
     parser.error(f"--shape {args.shape}: N,H,W,C with even H and W (the 2x2/2 windows tile it)")
   load = load_average()
-  header = device_line(shape, args.repeats, f", float32, 2x2/2 VALID, alpha {ALPHA} (scalar)")
-  lines = ["| op | time (ms) | time / max_pool (median) | range | max rel. error vs float64 |",
+  header = device_line(shape, args.repeats,
+                       f", {args.dtype}, 2x2/2 VALID, alpha {ALPHA} (scalar)")
+  error = ("max rel. error vs float64" if args.dtype == "float32" else
+           "outputs not float64 Eq. 1 correctly rounded to bfloat16 (share; largest distance)")
+  lines = [f"| op | time (ms) | time / max_pool (median) | range | {error} |",
            "|---|---|---|---|---|"]
-  for name, ms, ratio, lo, hi, err in rows(shape, args.repeats):
-    lines.append(f"| {name} | {ms:.2f} | {ratio:.2f} | {lo:.2f}-{hi:.2f} | "
-                 f"{'' if err is None else f'{err:.1e}'} |")
+  for name, ms, ratio, lo, hi, err in rows(shape, args.repeats, args.dtype):
+    lines.append(f"| {name} | {ms:.2f} | {ratio:.2f} | {lo:.2f}-{hi:.2f} | {_error_cell(err)} |")
   header += f"; 1-min load average {load:.1f} at the start, {load_average():.1f} at the end"
-  emit([f"# The 2x2/2 forward's floor\n\n{header}\n",
+  computed = "" if args.dtype == "float32" else (
+      " Every op reads bfloat16, computes in float32 and writes bfloat16, as p_pool does.")
+  emit([f"# The 2x2/2 forward's floor ({args.dtype})\n\n{header}\n",
         "Sums are over the four members of each window (the three non-maximal ones where "
         "the name says so); a ratio is the median over the "
         "repeats of the op's time over max_pool's in the same repeat, the range its minimum "
-        f"and maximum. Errors: p_pool's output against float64 Eq. 1, alpha in "
+        f"and maximum.{computed} Errors: p_pool's output against float64 Eq. 1, alpha in "
         f"{list(ALPHAS_CHECKED)}; in a fit's name its largest error on its interval "
         "(absolute for log2, relative for exp2).\n", *lines], args.out)
 

@@ -4,7 +4,8 @@ Inside XLA:CPU's fused per-member loops its own ``log`` and ``exp`` are the cost
 operator (issue #23); these vectorise as plain arithmetic (XLA:CPU contracts their
 multiply-adds into FMAs). Their polynomials are least-squares fits of the lowest degrees
 that keep p_pool's outputs within 4e-7 relative of float64 (2.1e-7 measured by
-``experiments/bench/forward_floor.py``, which fits them and times lower degrees). Other
+``experiments/bench/forward_floor.py``, which fits them and times lower degrees); the
+inference forward of a bfloat16 input takes lower degrees still (``_LOG2_POLY_BF16``). Other
 dtypes and platforms use ``jnp.log`` / ``jnp.log2`` / ``jnp.exp`` / ``jnp.exp2``.
 """
 
@@ -30,21 +31,23 @@ _LOG2_POLY = (0.16601644, -0.27256098, 0.2986593, -0.35904533, 0.48036036, -0.72
               1.4427017)
 
 
-def log2_f32_poly(x):
+def log2_f32_poly(x, coefficients=None):
   """``log2(x)`` for normal float32 ``x > 0`` within ``4.1e-7 + 2^-24 |log2 x|`` (the fit's
   error and the rounding of the exponent's sum; checked over all normal floats on XLA:CPU),
   exact at powers of two. Monotone and finite over all floats ``x >= 0`` (checked likewise):
   a subnormal or zero ``x`` reads as ``-127 + log2(1 + x / 2^-126)`` (``-127`` at 0, no
   clamp: XLA:CPU flushes subnormal results to zero, so a ratio below ``2^-126`` arrives as
   0); negative values give garbage (callers select them away). Elementwise arithmetic
-  only."""
+  only. ``coefficients``: another fit of ``P`` (default ``_LOG2_POLY``; the bounds above are
+  its)."""
   bits = lax.bitcast_convert_type(x, jnp.int32)
   # x = 2^e * m with m in [sqrt(1/2), sqrt(2)): subtracting sqrt(1/2)'s bits carries into
   # the exponent field exactly when m would fall below sqrt(1/2) (no compare, no select).
   e = (bits - 0x3F3504F3) >> 23
   t = lax.bitcast_convert_type(bits - (e << 23), jnp.float32) - 1.0  # exact (Sterbenz)
-  p = jnp.float32(_LOG2_POLY[0])
-  for c in _LOG2_POLY[1:]:
+  coefficients = _LOG2_POLY if coefficients is None else coefficients
+  p = jnp.float32(coefficients[0])
+  for c in coefficients[1:]:
     p = p * t + c
   return t * p + e.astype(jnp.float32)
 
@@ -56,15 +59,17 @@ def log2_f32_poly(x):
 _EXP2_POLY = (0.0013218672, 0.009671698, 0.05550893, 0.24022238, 0.6931469)
 
 
-def exp2_f32_poly(y):
+def exp2_f32_poly(y, coefficients=None):
   """``2^y`` for float32 ``y <= 0`` (``-inf`` included) from elementwise arithmetic, within
   2e-7 relative; 0 for ``y < -126.5`` (XLA:CPU flushes subnormal results to zero anyway).
-  Exact at integers (``2^0`` is exactly 1)."""
+  Exact at integers (``2^0`` is exactly 1). ``coefficients``: another fit of ``p`` (default
+  ``_EXP2_POLY``; the bound above is its)."""
   y = jnp.where(y > -127.0, y, -127.0)  # jnp.maximum adds NaN handling (y is never NaN)
   n = lax.round(y, lax.RoundingMethod.TO_NEAREST_EVEN)
   f = y - n  # exact, in [-1/2, 1/2]
-  p = jnp.float32(_EXP2_POLY[0])
-  for c in _EXP2_POLY[1:]:
+  coefficients = _EXP2_POLY if coefficients is None else coefficients
+  p = jnp.float32(coefficients[0])
+  for c in coefficients[1:]:
     p = p * f + c
   # 2^n's bits by integer arithmetic: n + 1.5 * 2^23 + 127 holds n + 127 in [0, 127] in its
   # low mantissa bits, so its bits << 23 are 2^n (0 at n = -127). A float-to-int convert
@@ -112,12 +117,26 @@ def _exp_nonpositive_jvp(primals, tangents):
   return e, e * t
 
 
-# The inference forward's pair, base 2 (primal only: never differentiated).
-def log2_primal(x):
-  """``log2`` of a positive array by ``log2_f32_poly`` for float32 on CPU."""
-  return _cpu_float32(log2_f32_poly, x, jnp.log2)
+# The inference forward's pair, base 2 (primal only: never differentiated). For a bfloat16
+# output lower degrees suffice: log2 of degree 5 (2.1e-5 absolute) and exp2 of degree 3
+# (1.1e-4 relative), ``fitted_log2(5)`` / ``fitted_exp2(3)`` in forward_floor.py. p_pool's
+# float32 result is then within 6e-5 relative of float64 Eq. 1 (2^-14, 1/32 of bfloat16's
+# half ulp) and its bfloat16 output at most 1 ulp from Eq. 1 correctly rounded (5e-4 of
+# outputs; 5e-5 with the float32 fits). The 2x2/2 bfloat16 forward takes 0.88x the time
+# (forward_floor_bf16.md; issue #23).
+_LOG2_POLY_BF16 = (0.2438938, -0.3954099, 0.48879072, -0.72023094, 1.4424944)
+_EXP2_POLY_BF16 = (0.054592825, 0.24221784, 0.6933686)
 
 
-def exp2_nonpositive(y):
-  """``2^y`` for ``y <= 0`` by ``exp2_f32_poly`` for float32 on CPU."""
-  return _cpu_float32(exp2_f32_poly, y, jnp.exp2)
+def log2_primal(x, out_dtype=jnp.float32):
+  """``log2`` of a positive array by ``log2_f32_poly`` for float32 on CPU, with the lower
+  degree that suffices where the result feeds a ``bfloat16`` ``out_dtype``."""
+  coef = _LOG2_POLY_BF16 if out_dtype == jnp.bfloat16 else None
+  return _cpu_float32(lambda x: log2_f32_poly(x, coef), x, jnp.log2)
+
+
+def exp2_nonpositive(y, out_dtype=jnp.float32):
+  """``2^y`` for ``y <= 0`` by ``exp2_f32_poly`` for float32 on CPU, with the lower degree
+  that suffices where the result feeds a ``bfloat16`` ``out_dtype``."""
+  coef = _EXP2_POLY_BF16 if out_dtype == jnp.bfloat16 else None
+  return _cpu_float32(lambda y: exp2_f32_poly(y, coef), y, jnp.exp2)

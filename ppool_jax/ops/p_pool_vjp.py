@@ -136,16 +136,17 @@ def _tournament(zs):
   return rest[0], others
 
 
-def _pooled(zs, masks, a):
+def _pooled(zs, masks, a, out_dtype):
   """Eq. 1 over one region's members ``zs`` (non-negative), ``a`` the clamped alpha (see
-  above); members outside their ``masks`` (padding; ``None``: no padding) weigh 0. Not for
-  differentiation (``log2`` sees ``0 / 0``, ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``):
-  the primal only."""
+  above); members outside their ``masks`` (padding; ``None``: no padding) weigh 0; weights as
+  accurate as ``out_dtype`` needs (``f32_math.log2_primal``). Not for differentiation
+  (``log2`` sees ``0 / 0``, ``d e / d a`` at ``a = 0`` sees ``_LOG_ZERO``): the primal only."""
   padded = any(m is not None for m in masks)
   top, others = _tournament(masked(zs, masks, -1.0))  # padding never wins
   if not others:
     return top
-  es = [exp2_nonpositive(a * jnp.where(z > 0, log2_primal(z / top), _LOG_ZERO)) for z in others]
+  es = [exp2_nonpositive(a * jnp.where(z > 0, log2_primal(z / top, out_dtype), _LOG_ZERO),
+                         out_dtype) for z in others]
   if padded:
     es = [jnp.where(z < 0, 0.0, e) for z, e in zip(others, es)]
   y = (top + fold(jnp.add, [e * z for e, z in zip(es, others)])) / (1.0 + fold(jnp.add, es))
@@ -181,7 +182,7 @@ def _forward(x, alpha, geom, mode):
       low = [fold(jnp.minimum, masked(zs, masks, jnp.inf))]
     if low:  # per member: x - low as one input-sized array would be stored
       zs = [z - low[0] for z in zs]
-    f = _pooled(zs, masks, aw)
+    f = _pooled(zs, masks, aw, x.dtype)
     return f + low[0] if low else f
 
   return map_windows(pool, xc, geom, windows).astype(x.dtype)

@@ -5,7 +5,7 @@ Makefile's ``UNOPTIMISED``: the same HLO, results that differ in the last bit or
 this test reruns the operator's reference checks in a subprocess with the default flags:
 values and both gradients against the float64 NumPy reference for every window geometry and
 alpha, the inference forward against the reference and the gradient path's forward at every
-alpha and shift form, and the float32 ``log`` / ``log2`` / ``exp2`` / ``exp`` polynomials (their
+alpha and shift form, both bfloat16 forwards against Eq. 1 rounded, and the float32 ``log`` / ``log2`` / ``exp2`` / ``exp`` polynomials (their
 error bounds and the monotone ``log`` the gradient passes rely on; XLA contracts their
 multiply-adds into FMAs only when it optimises).
 """
@@ -17,7 +17,7 @@ import sys
 from support import ROOT, subprocess_env
 
 SELECTION = ("matches_numpy_eq_1_3_4 or inference_forward_matches or logs_are_within"
-             " or monotone_where or ratio_range"
+             " or monotone_where or ratio_range or round_eq1_faithfully"
              " or exp2_and_exp")
 
 
