@@ -25,8 +25,8 @@ weights: p_pool's bfloat16 forward takes a degree-5 ``log2`` and a degree-3 ``ex
 (``f32_math._LOG2_POLY_BF16``), and ``FITS["bfloat16"]`` times it with the float32 fits (as
 it ran before) and with other degrees (only the gradient passes need a monotone ``log``;
 they keep the float32 fits). The transcendental work of the three non-maximal members is
-timed also at ``BF16_OTHERS_FIT``: what any XLA formulation with a weight per member pays at
-the least for a bfloat16 output. A p_pool row's accuracy is then the share of outputs that
+timed also at ``BF16_OTHERS_FIT``, the degrees p_pool uses: what an XLA formulation with a
+weight per member pays at the least for a bfloat16 output as accurate as p_pool's. A p_pool row's accuracy is then the share of outputs that
 are not float64 Eq. 1 correctly rounded to bfloat16, and the largest distance from it in
 bfloat16 ulps.
 
