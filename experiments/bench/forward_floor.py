@@ -26,9 +26,9 @@ weights: p_pool's bfloat16 forward takes a degree-5 ``log2`` and a degree-3 ``ex
 it ran before) and with other degrees (only the gradient passes need a monotone ``log``;
 they keep the float32 fits). The transcendental work of the three non-maximal members is
 timed also at ``BF16_OTHERS_FIT``, the degrees p_pool uses: what an XLA formulation with a
-weight per member pays at the least for a bfloat16 output as accurate as p_pool's. A p_pool row's accuracy is then the share of outputs that
-are not float64 Eq. 1 correctly rounded to bfloat16, and the largest distance from it in
-bfloat16 ulps.
+weight per member pays at the least for a bfloat16 output as accurate as p_pool's. A p_pool
+row's accuracy is then the share of outputs that are not float64 Eq. 1 correctly rounded to
+bfloat16 (``_round_to_bf16``), and the largest distance from it in bfloat16 ulps.
 
   XLA_FLAGS= python experiments/bench/forward_floor.py --repeats 22 --out experiments/results/forward_floor.md
   XLA_FLAGS= python experiments/bench/forward_floor.py --dtype bfloat16 --repeats 22 --out experiments/results/forward_floor_bf16.md
@@ -157,7 +157,9 @@ def _bf16_bits(v):
 
 def _round_to_bf16(ref):
   """Positive float64 ``ref`` correctly rounded to bfloat16: of the float32 route's result
-  and its two neighbours, the nearest (going through float32 can round twice)."""
+  and its two neighbours, the nearest (going through float32 can round twice). An exact
+  midpoint, which uniform inputs practically never give, goes to the lower neighbour, not
+  to the even one."""
   bits = _bf16_bits(ref.astype(np.float32))
   cands = [np.maximum(bits + d, 0).astype(np.uint16).view(ml_dtypes.bfloat16) for d in (-1, 0, 1)]
   dist = np.stack([np.abs(c.astype(np.float64) - ref) for c in cands])

@@ -118,12 +118,13 @@ def _exp_nonpositive_jvp(primals, tangents):
 
 
 # The inference forward's pair, base 2 (primal only: never differentiated). For a bfloat16
-# output lower degrees suffice: log2 of degree 5 (2.1e-5 absolute) and exp2 of degree 3
-# (1.1e-4 relative), ``fitted_log2(5)`` / ``fitted_exp2(3)`` in forward_floor.py. p_pool's
-# float32 result is then within 6e-5 relative of float64 Eq. 1 (2^-14, 1/32 of bfloat16's
-# half ulp) and its bfloat16 output at most 1 ulp from Eq. 1 correctly rounded (5e-4 of
-# outputs; 5e-5 with the float32 fits). The 2x2/2 bfloat16 forward takes 0.88x the time
-# (forward_floor_bf16.md; issue #23).
+# output of Eq. 1 lower degrees suffice: log2 of degree 5 (2.1e-5 absolute) and exp2 of
+# degree 3 (1.1e-4 relative), ``fitted_log2(5)`` / ``fitted_exp2(3)`` in forward_floor.py.
+# p_pool's float32 result is then within about 1e-4 relative of float64 Eq. 1 (6e-5 on
+# uniform inputs; under 1/16 of bfloat16's half ulp) and its bfloat16 output one of the two
+# bfloat16 values around Eq. 1, misrounded for 5e-4 of outputs over alpha 0.5-1e4 (up to
+# 1.2e-3 at small alpha; 5e-5 with the float32 fits). Speed: forward_floor_bf16.md and
+# ab_bf16_forward.md (issue #23).
 _LOG2_POLY_BF16 = (0.2438938, -0.3954099, 0.48879072, -0.72023094, 1.4424944)
 _EXP2_POLY_BF16 = (0.054592825, 0.24221784, 0.6933686)
 

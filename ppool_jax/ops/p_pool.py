@@ -44,9 +44,10 @@ def p_pool(inputs: jax.Array, alpha, window_shape: Sequence[int],
     inputs: floating array ``(*batch, *spatial, C)``; non-negative unless
       ``shift=True``. ``bfloat16``/``float16`` are computed in ``float32`` and the
       result cast back. With ``shift=False`` a ``bfloat16`` result is one of the two
-      ``bfloat16`` values around Eq. 1 and, for all but about 5e-4 of outputs, the nearer
-      (on CPU without gradient its weights come from lower-degree polynomials: 6e-5
-      relative before rounding; 5e-5 of outputs with the ``float32`` ones).
+      ``bfloat16`` values around Eq. 1 and, for all but about 1e-3 of outputs, the nearer
+      (on CPU without gradient its weights come from lower-degree polynomials, about 1e-4
+      relative before rounding; under ``grad`` from the ``float32`` ones, 4e-5 of outputs
+      misrounded).
     alpha: the polynomial order ``a >= 0``: a scalar, a per-channel ``(C,)``
       vector, or any array broadcastable to the output shape (e.g. the dense
       per-position map of the P-pooling side branch). Its gradient comes back in

@@ -5,9 +5,10 @@ Makefile's ``UNOPTIMISED``: the same HLO, results that differ in the last bit or
 this test reruns the operator's reference checks in a subprocess with the default flags:
 values and both gradients against the float64 NumPy reference for every window geometry and
 alpha, the inference forward against the reference and the gradient path's forward at every
-alpha and shift form, both bfloat16 forwards against Eq. 1 rounded, and the float32 ``log`` / ``log2`` / ``exp2`` / ``exp`` polynomials (their
-error bounds and the monotone ``log`` the gradient passes rely on; XLA contracts their
-multiply-adds into FMAs only when it optimises).
+alpha and shift form, both bfloat16 forwards against Eq. 1 rounded, and the float32 ``log``
+/ ``log2`` / ``exp2`` / ``exp`` polynomials (their error bounds and the monotone ``log`` the
+gradient passes rely on; XLA contracts their multiply-adds into FMAs only when it
+optimises).
 """
 
 import os

@@ -307,10 +307,11 @@ def _eq1_float64(x, alpha, window, strides, padding):
                                   ((5, 5), (1, 1), "SAME", (20, 17))])
 def test_bfloat16_forwards_round_eq1_faithfully_and_mostly_correctly(case):
   """A bfloat16 output is one of the two bfloat16 values around float64 Eq. 1 (faithful),
-  and the nearer one for all but 2e-3 of outputs, in both forwards: without gradient its
-  weights come from ``f32_math``'s lower-degree bfloat16 fits (the 2x2/2 forward 0.88x the
-  time), under ``grad`` from the float32 ones. Post-ReLU zeros, all-zero windows, padded
-  windows (3x3/2 SAME by regions, 5x5/1 SAME through masks), every alpha shape."""
+  and the nearer one for all but 3e-3 of outputs (measured: up to 1.2e-3 at small alpha), in
+  both forwards: without gradient its weights come from ``f32_math``'s lower-degree bfloat16
+  fits, under ``grad`` from the float32 ones. Post-ReLU zeros, all-zero windows, padded
+  windows (3x3/2 SAME by regions, 5x5/1 SAME through masks), every alpha shape. An exp2 of
+  degree 2 or a log2 of degree 3 fails it."""
   window, strides, padding, spatial = case
   rng = np.random.default_rng(11)
   x = rng.uniform(0.0, 2.0, (2, *spatial, 16)) * (rng.uniform(size=(2, *spatial, 16)) > 0.3)
@@ -330,10 +331,27 @@ def test_bfloat16_forwards_round_eq1_faithfully_and_mostly_correctly(case):
       # The bfloat16 neighbour of y towards Eq. 1 (y >= 0; y = 0 only for all-zero windows).
       toward = np.where(ref > y, bits + 1, np.maximum(bits - 1, 0)).astype(np.uint16)
       other = np.asarray(toward.view(jnp.bfloat16), np.float64)
-      faithful = (y == ref) | ((ref - y) * (ref - other) <= 0)
+      # Eq. 1 strictly between y and its neighbour (a representable Eq. 1 must come out exact).
+      faithful = (y == ref) | ((ref - y) * (ref - other) < 0)
       assert faithful.all(), (path, np.shape(alpha), np.max(np.abs(y - ref)[~faithful]))
       misrounded = np.mean(np.abs(other - ref) < np.abs(y - ref))
-      assert misrounded <= 2e-3, (path, np.shape(alpha), misrounded)
+      assert misrounded <= 3e-3, (path, np.shape(alpha), misrounded)
+
+
+@pytest.mark.parametrize("shift", ["map", "window"])
+def test_bfloat16_shifted_forward_is_the_float32_forward_rounded(shift):
+  """With a shift (Eq. 2) the bfloat16 inference forward keeps the float32 fits: ``f + min``
+  can cancel, and the bfloat16 fits' 1e-4 error in ``f`` then came out as up to hundreds of
+  bfloat16 ulps of a result near 0 (1.2 % of outputs misrounded at alpha 0.5). Its output
+  is the float32 forward's on the same values, rounded."""
+  rng = np.random.default_rng(12)
+  x = jnp.asarray(rng.uniform(-1.0, 1.0, (2, 32, 32, 16)), jnp.bfloat16)
+  for alpha in (0.5, 3.0, 35.0):
+    y = np.asarray(p_pool(x, alpha, (2, 2), (2, 2), shift=shift), np.float64)
+    y32 = p_pool(x.astype(jnp.float32), alpha, (2, 2), (2, 2), shift=shift)
+    y32 = np.asarray(y32.astype(jnp.bfloat16), np.float64)
+    assert np.mean(y != y32) <= 1e-3, (alpha, np.mean(y != y32))
+    np.testing.assert_allclose(y, y32, rtol=2.0**-7, atol=2.0**-20)
 
 
 @pytest.mark.parametrize("alpha", [35.0, 300.0, 1e4])
