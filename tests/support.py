@@ -1,8 +1,9 @@
-"""What several test files share: the repository's paths, the tiny config, a random batch and
-the helpers of the tests that train through the command line in a subprocess, the demo's
-committed result table, unittest's almost-equal as a pytest.approx."""
+"""What several test files share: the repository's paths and benchmark modules, the tiny
+config, a random batch and the helpers of the tests that train through the command line in a
+subprocess, the demo's committed result table, unittest's almost-equal as a pytest.approx."""
 
 import glob
+import importlib
 import os
 import pathlib
 import sys
@@ -17,6 +18,16 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
 TINY_CONFIG = os.path.join(TESTS, "tiny_config.py")
 BENCH = os.path.join(ROOT, "experiments", "bench")
+
+
+def bench_module(name: str):
+  """The module ``experiments/bench/<name>.py`` (its folder on ``sys.path`` while it and its
+  sibling imports load)."""
+  sys.path.insert(0, BENCH)
+  try:
+    return importlib.import_module(name)
+  finally:
+    sys.path.remove(BENCH)
 
 
 def make_tiny_cfg(**model):

@@ -7,17 +7,12 @@ import sys
 
 import pytest
 
-from support import BENCH, ROOT
+from support import ROOT, bench_module
 import ppool_jax
 
 
 def _ab_forward():
-  sys.path.insert(0, BENCH)
-  try:
-    import ab_forward
-  finally:
-    sys.path.remove(BENCH)
-  return ab_forward
+  return bench_module("ab_forward")
 
 
 def test_base_package_is_the_commits_and_the_rows_compare_both_forwards():

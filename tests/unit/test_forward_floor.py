@@ -4,25 +4,19 @@ p_pool rows run the fits (a cached trace would silently time the package's forwa
 p_pool is the package's again afterwards; its bfloat16 rows time bfloat16 ops and judge
 them by correct rounding, which it computes right."""
 
-import sys
 
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
-from support import BENCH
+from support import bench_module
 from ppool_jax import p_pool
 from ppool_jax.ops import f32_math
 
 
 def _forward_floor():
-  sys.path.insert(0, BENCH)
-  try:
-    import forward_floor
-  finally:
-    sys.path.remove(BENCH)
-  return forward_floor
+  return bench_module("forward_floor")
 
 
 def test_the_package_polynomials_are_the_benchmarks_fits():

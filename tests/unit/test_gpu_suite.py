@@ -2,19 +2,14 @@
 GPU image, agrees with it; the suite's smoke run: tests/integration/test_gpu_suite_smoke.py."""
 
 import collections
-import sys
 
-from support import BENCH
+from support import bench_module
 
 
 def test_the_suites_loader_workers_are_the_base_configs():
   """(d) uses ``TrainLoader``'s default ``num_workers`` (the suite cannot read the config on
   the GPU image): it must be the configured one."""
-  sys.path.insert(0, BENCH)
-  try:
-    import gpu_suite
-  finally:
-    sys.path.remove(BENCH)
+  gpu_suite = bench_module("gpu_suite")
   from ppool_jax.train.config import base_config
   assert gpu_suite.LOADER_WORKERS == base_config().dataset.num_workers
 
@@ -24,12 +19,7 @@ def test_pool_op_interleaving_balances_place_and_predecessor():
   full cycle every op takes every place and follows every other op equally often (the op
   after max_pool's fwd+bwd reads slower; a rotation kept that predecessor fixed). Ratios are
   per repeat against the reference."""
-  sys.path.insert(0, BENCH)
-  try:
-    import pool_op
-    import timing
-  finally:
-    sys.path.remove(BENCH)
+  pool_op, timing = bench_module("pool_op"), bench_module("timing")
   for n in range(1, 9):
     orders = timing.balanced_orders(n)
     assert all(sorted(o) == list(range(n)) for o in orders)

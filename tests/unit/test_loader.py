@@ -2,20 +2,15 @@
 loader it replaced, at every step, for one and two processes, however it is read (one
 thread, grain's threads, random access), and resumable at any step."""
 
-import sys
-
 import numpy as np
 import pytest
 
 from ppool_jax.data import AugmentConfig, DatasetError, SyntheticSource
 from ppool_jax.data.loader import TrainLoader, epoch_order
-from support import BENCH
+from support import bench_module
 
-sys.path.insert(0, BENCH)
-try:
-  from loader import ThreadPoolLoader  # the old loader, verbatim (experiments/bench/loader.py)
-finally:
-  sys.path.remove(BENCH)
+# The old loader, verbatim (experiments/bench/loader.py).
+ThreadPoolLoader = bench_module("loader").ThreadPoolLoader
 
 # 10 examples, global batch 8: steps 0-5 read 48 positions, epochs 0-4; step 1 (positions
 # 8-15) and step 3 (24-31) straddle epoch boundaries.
