@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ppool_jax import p_pool
-from pool_op import _alpha, interleaved
+from pool_op import ALPHAS, _alpha, interleaved
 from timing import device_line, emit, load_average
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -98,24 +98,47 @@ def rows(base_p_pool, shape, windows, alphas, dtype, repeats):
   return out
 
 
-def main():
+def parse_args(argv=None):
+  """The command line, checked before anything is compiled: an argument that is not a
+  commit, a window, an alpha shape or an N,H,W,C shape stops with a message naming it.
+  Returns the namespace with ``commit`` (short hash), ``shape``, ``windows`` and ``alphas``
+  parsed."""
   parser = argparse.ArgumentParser(description=__doc__)
   parser.add_argument("--base", required=True, help="the git commit to compare against")
   parser.add_argument("--shape", default="8,128,128,64")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--windows", default="2x2/2:VALID,3x3/2:SAME,5x5/1:SAME")
-  parser.add_argument("--alphas", default="scalar,dense")
+  parser.add_argument("--alphas", default="scalar,dense", help=f"from {', '.join(ALPHAS)}")
   parser.add_argument("--repeats", type=int, default=42,
                       help="a multiple of 6, the length of the balanced design for 3 ops")
   parser.add_argument("--out", default=None, help="write a markdown table here")
-  args = parser.parse_args()
-  shape = tuple(int(s) for s in args.shape.split(","))
-  commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", args.base], check=True,
-                          capture_output=True, text=True).stdout.strip()
+  args = parser.parse_args(argv)
+  found = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "--verify", "--quiet",
+                          f"{args.base}^{{commit}}"], capture_output=True, text=True)
+  if found.returncode:
+    parser.error(f"--base {args.base}: not a commit of {ROOT}")
+  args.commit = found.stdout.strip()
+  shape = args.shape.split(",")
+  if len(shape) != 4 or not all(d.strip().isdigit() and int(d) > 0 for d in shape):
+    parser.error(f"--shape {args.shape}: N,H,W,C with positive integers")
+  args.shape = tuple(int(d) for d in shape)
+  try:
+    args.windows = parse_windows(args.windows)
+  except ValueError as e:
+    parser.error(f"--windows: {e}")
+  args.alphas = args.alphas.split(",")
+  unknown = [a for a in args.alphas if a not in ALPHAS]
+  if unknown:
+    parser.error(f"--alphas: {', '.join(unknown)} not in {', '.join(ALPHAS)}")
+  return args
+
+
+def main():
+  args = parse_args()
   load = load_average()
-  table = rows(load_base(args.base).p_pool, shape, parse_windows(args.windows),
-               args.alphas.split(","), args.dtype, args.repeats)
-  header = device_line(shape, args.repeats, f", {args.dtype}, forward without gradient")
+  table = rows(load_base(args.commit).p_pool, args.shape, args.windows, args.alphas,
+               args.dtype, args.repeats)
+  header = device_line(args.shape, args.repeats, f", {args.dtype}, forward without gradient")
   header += f"; 1-min load average {load:.1f} at the start, {load_average():.1f} at the end"
   lines = ["| window | alpha | new (ms) | base (ms) | new / base (median; range) | new faster "
            "in | new / max_pool | base / max_pool | outputs that differ | largest rel. "
@@ -125,7 +148,7 @@ def main():
                  f"{r['ratio']:.2f} ({r['lo']:.2f}-{r['hi']:.2f}) | {r['faster']:.0%} | "
                  f"{r['new_max']:.2f} | {r['base_max']:.2f} | {r['differ']:.1e} | "
                  f"{r['max_rel']:.1e} |")
-  emit([f"# p_pool forward: the working tree against {commit}\n\n{header}\n",
+  emit([f"# p_pool forward: the working tree against {args.commit}\n\n{header}\n",
         "Same process, balanced orders; a ratio is the median over the repeats of the two "
         "ops' times in the same repeat. Inputs uniform [0, 1); alpha 5 (scalar) or uniform "
         "in [0, 35) (dense map).\n", *lines], args.out)

@@ -185,16 +185,14 @@ def ops(dtype="float32"):
                                                     for z in _members(x)),
       "exp2(a log2 z) (XLA)": lambda x, a: sum(jnp.exp2(a * jnp.log2(z)) for z in _members(x)),
       _OTHERS: _others_weights,
-      "p_pool forward": _p_pool,
   }
-  table = {name: ((lambda fn: lambda x, a: fn(x, a).astype(x.dtype))(fn), None)
-           for name, fn in fns.items()}
+  in_dtype = lambda fn: lambda x, a: fn(x, a).astype(x.dtype)
+  table = {name: (in_dtype(fn), None) for name, fn in fns.items()}
   if dtype == "bfloat16":  # the components' rows make way for the fitted transcendental work
     del table["log2 (f32_math)"], table["exp2 (f32_math)"]
     name = "exp2(a log2(z / max)), 3 others, log2 degree {}, exp2 degree {}"
-    fitted_others = (name.format(*BF16_OTHERS_FIT), (table[_OTHERS][0], _fit(*BF16_OTHERS_FIT)))
-    items = list(table.items())
-    table = dict(items[:-1] + [fitted_others] + items[-1:])
+    table[name.format(*BF16_OTHERS_FIT)] = (table[_OTHERS][0], _fit(*BF16_OTHERS_FIT))
+  table["p_pool forward"] = (in_dtype(_p_pool), None)
   for ld, ed in FITS[dtype]:
     lerr, eerr = fitted_log2(ld)[1], fitted_exp2(ed)[1]
     name = f"p_pool forward, log2 degree {ld} ({lerr:.1e}), exp2 degree {ed} ({eerr:.1e})"

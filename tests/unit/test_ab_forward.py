@@ -46,3 +46,23 @@ def test_windows_are_parsed_or_refused_by_name():
                                                         ((5, 5), (1, 1), "SAME")]
   with pytest.raises(ValueError, match="3x3:SAME"):
     ab.parse_windows("3x3:SAME")
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--base", "no-such-commit"], "--base no-such-commit: not a commit"),
+    (["--base", "HEAD", "--alphas", "scalar,scaler"], "--alphas: scaler not in"),
+    (["--base", "HEAD", "--windows", "3x3:SAME"], "--windows: window '3x3:SAME'"),
+    (["--base", "HEAD", "--shape", "8,128,128"], "--shape 8,128,128: N,H,W,C"),
+])
+def test_bad_command_lines_stop_before_compiling_and_name_the_argument(argv, named, capsys):
+  with pytest.raises(SystemExit) as stop:
+    _ab_forward().parse_args(argv)
+  assert stop.value.code == 2 and named in capsys.readouterr().err
+
+
+def test_a_good_command_line_is_parsed():
+  args = _ab_forward().parse_args(["--base", "HEAD", "--alphas", "dense", "--shape", "1,8,8,4"])
+  head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], check=True,
+                        capture_output=True, text=True).stdout.strip()
+  assert (args.commit, args.shape, args.alphas) == (head, (1, 8, 8, 4), ["dense"])
+  assert args.windows[0] == ((2, 2), (2, 2), "VALID")

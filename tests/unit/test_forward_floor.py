@@ -30,7 +30,7 @@ def test_the_package_polynomials_are_the_benchmarks_fits():
   assert ff.fitted_exp2(3)[0] == tuple(float(np.float32(c)) for c in f32_math._EXP2_POLY_BF16)
   x = np.geomspace(1e-30, 1e4, 200_001, dtype=np.float32)
   y = np.linspace(-40.0, 0.0, 100_001, dtype=np.float32)
-  for ld, ed in {(7, 5), ff.BF16_OTHERS_FIT, *ff.FITS['float32'], *ff.FITS['bfloat16']}:
+  for ld, ed in {(7, 5), ff.BF16_OTHERS_FIT, *ff.FITS["float32"], *ff.FITS["bfloat16"]}:
     (lc, lerr), (ec, eerr) = ff.fitted_log2(ld), ff.fitted_exp2(ed)
     jax.clear_caches()
     with ff.fitted((lc, ec)):
@@ -55,7 +55,7 @@ def test_rows_time_the_fits_and_leave_p_pool_unpatched():
       "max_pool", "members' sum", "log2 (f32_math)", "exp2 (f32_math)",
       "exp2(a log2 z) (f32_math)", "exp2(a log2 z) (XLA)",
       "exp2(a log2(z / max)), 3 others (f32_math)", "p_pool forward"]
-  assert len(rows) == 8 + len(ff.FITS['float32']) and rows[0][2:5] == (1.0, 1.0, 1.0)
+  assert len(rows) == 8 + len(ff.FITS["float32"]) and rows[0][2:5] == (1.0, 1.0, 1.0)
   assert all(ms > 0 and lo <= ratio <= hi for _, ms, ratio, lo, hi, _ in rows)
   errors = [r[5] for r in rows[7:]]
   assert all(r[5] is None for r in rows[:7]) and errors[0] < 1e-6
